@@ -1,0 +1,1 @@
+"""The ``netspec`` command line (see :mod:`netspec.cli.main`)."""

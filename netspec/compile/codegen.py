@@ -1,0 +1,199 @@
+"""Stage 5: generate readable PyTorch source for a checked net.
+
+The same source serves two purposes: ``compile_net`` executes it to get the
+``nn.Module`` that training uses, and ``netspec convert`` writes it to a file
+that depends only on torch.  One statement per layer, stable names, and a
+comment on each pointing back to the prototxt line.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+
+from ..check import CheckedNet
+from ..diagnostics import Diagnostic, NetspecError
+from ..graph import Blob, LayerNode
+from ..layers.base import fmt_shape
+from . import runtime_sources
+
+
+@dataclass
+class Generated:
+    """Generated module source and the maps a runner needs."""
+
+    source: str
+    class_name: str
+    inputs: list[str]                      # forward() argument names = input blob names
+    outputs: list[str]                     # keys of the dict forward() returns
+    attrs: dict[str, str]                  # Caffe layer name -> module attribute
+    line_of_layer: dict[int, str] = field(default_factory=dict)   # source line -> layer name
+    layers: list[str] = field(default_factory=list)
+
+
+def identifier(name: str, taken: set[str]) -> str:
+    """A stable Python identifier for a Caffe name: 'inception_3a/1x1' -> 'inception_3a_1x1'."""
+    base = re.sub(r"\W", "_", name)
+    if not base or base[0].isdigit():
+        base = "_" + base
+    if keyword.iskeyword(base) or base in ("self", "torch", "nn", "F", "math"):
+        base += "_"
+    ident, n = base, 1
+    while ident in taken:
+        n += 1
+        ident = f"{base}_{n}"
+    taken.add(ident)
+    return ident
+
+
+def required_layers(net: CheckedNet, outputs: list[Blob]) -> list[LayerNode]:
+    """Layers needed to compute ``outputs``: everything else costs nothing."""
+    keep = set()
+    for blob in outputs:
+        producer = net.graph.producer[blob]
+        keep |= net.graph.ancestors(producer) | {producer}
+    return net.graph.subgraph_order(keep)
+
+
+def default_outputs(net: CheckedNet) -> list[Blob]:
+    """Caffe's net outputs: final blob versions no layer consumes, plus every loss top."""
+    consumed = {b for n in net.graph.layers() for b in n.bottoms}
+    outs = []
+    for node in net.graph.layers():
+        for blob, w in zip(node.tops, node.loss_weights):
+            if (blob not in consumed or w != 0) and blob not in outs:
+                outs.append(blob)
+    return outs
+
+
+def generate(net: CheckedNet, outputs: list[Blob] | None = None, class_name: str | None = None) -> Generated:
+    """Generate the module source for ``net`` computing ``outputs`` (default: net outputs)."""
+    outputs = outputs if outputs is not None else default_outputs(net)
+    layers = required_layers(net, outputs)
+    _require_shapes(net, layers)
+    class_name = class_name or identifier(_camel(net.name or "Net"), set())
+    w = _Writer(net, layers, outputs, class_name)
+    return w.write()
+
+
+def _camel(name: str) -> str:
+    parts = re.split(r"\W|_", name)
+    return "".join(p[:1].upper() + p[1:] for p in parts if p) or "Net"
+
+
+def _require_shapes(net: CheckedNet, layers: list[LayerNode]) -> None:
+    diags = []
+    for node in layers:
+        for blob in node.tops:
+            if net.shapes.get(blob) is None:
+                diags.append(Diagnostic("E0500", f"cannot compile layer '{node.name}': the shape of "
+                                        f"blob '{blob.name}' is unknown", node.span,
+                                        help=["give the input shapes with --input-shape "
+                                              "blob=N,C,H,W (or input_shape in Python)"]))
+                break
+    if diags:
+        raise NetspecError(diags)
+
+
+class _Writer:
+    def __init__(self, net: CheckedNet, layers, outputs, class_name: str):
+        self.net, self.layers, self.outputs, self.class_name = net, layers, outputs, class_name
+        self.taken: set[str] = set()
+        self.attrs: dict[str, str] = {}
+        self.vars: dict[Blob, str] = {}
+        self.lines: list[str] = []
+        self.line_of_layer: dict[int, str] = {}
+
+    def write(self) -> Generated:
+        inputs = self._inputs()
+        for node in self.layers:
+            node.impl.attr = self.attrs[node.name] = identifier(node.name, self.taken)
+        needed = sorted({r for n in self.layers for r in n.impl.runtime})
+        header = _HEADER.format(path=self.net.source.path, phase=self.net.state.phase_name)
+        self.lines = header.splitlines() + [""]
+        helpers = runtime_sources(needed)
+        if helpers:
+            self.lines += helpers.splitlines() + ["", ""]
+        self._class(inputs)
+        return Generated("\n".join(self.lines) + "\n", self.class_name, [self.vars[b] for b in inputs],
+                         [b.name for b in self.outputs], dict(self.attrs), self.line_of_layer,
+                         [n.name for n in self.layers])
+
+    def _inputs(self) -> list[Blob]:
+        inputs = []
+        for node in self.layers:
+            if node.impl.is_data and not node.impl.generates:
+                for blob in node.tops:
+                    self.vars[blob] = identifier(blob.name, self.taken)
+                    inputs.append(blob)
+        return inputs
+
+    def _where(self, node: LayerNode) -> str:
+        line = f":{node.span.line}" if node.span else ""
+        return f"{_basename(self.net.source.path)}{line} {node.name} ({node.type})"
+
+    def _class(self, inputs: list[Blob]) -> None:
+        L = self.lines
+        L.append(f"class {self.class_name}(nn.Module):")
+        L.append(f'    """{self.net.name or "Net"} ({self.net.state.phase_name}), generated by netspec."""')
+        L.append("")
+        L.append(f"    INPUTS = {tuple(b.name for b in inputs)!r}")
+        L.append(f"    OUTPUTS = {tuple(b.name for b in self.outputs)!r}")
+        L.append(f"    CAFFE_LAYERS = {{{', '.join(f'{k!r}: {v!r}' for k, v in self.attrs.items())}}}")
+        L.append("")
+        L.append("    def __init__(self):")
+        L.append("        super().__init__()")
+        for node in self.layers:
+            src = node.impl.module([self.net.shapes.get(b) for b in node.bottoms])
+            if src is not None:
+                L.append(f"        self.{node.impl.attr} = {src}  # {self._where(node)}")
+        self._sharing()
+        L.append("")
+        args = ", ".join(["self"] + [self.vars[b] for b in inputs])
+        L.append(f"    def forward({args}):")
+        for node in self.layers:
+            self._statement(node)
+        ret = ", ".join(f"{b.name!r}: {self.vars[b]}" for b in self.outputs)
+        L.append(f"        return {{{ret}}}")
+
+    def _sharing(self) -> None:
+        for node in self.layers:
+            for i, _ in enumerate(node.impl.blobs):
+                owner = self.net.shared.get(f"{node.name}/{i}")
+                if owner and owner[0] in self.attrs:
+                    mine = f"self.{node.impl.attr}.{node.impl.blobs[i]}"
+                    theirs = f"self.{self.attrs[owner[0]]}.{self.net.graph.layer(owner[0]).impl.blobs[owner[1]]}"
+                    self.lines.append(f"        {mine} = {theirs}  # shared param "
+                                      f"'{node.lp.param[i].name}'")
+
+    def _statement(self, node: LayerNode) -> None:
+        if node.impl.is_data and not node.impl.generates:
+            return
+        bottoms = [self.vars[b] for b in node.bottoms]
+        shapes = [self.net.shapes.get(b) for b in node.bottoms]
+        expr = node.impl.forward(bottoms, shapes)
+        tops = [self._var(b) for b in node.tops]
+        shown = ", ".join(fmt_shape(self.net.shapes.get(b)) for b in node.tops)
+        target = ", ".join(tops) if tops else "_"
+        self.line_of_layer[len(self.lines) + 1] = node.name
+        self.lines.append(f"        {target} = {expr}  # {self._where(node)} -> {shown}")
+
+    def _var(self, blob: Blob) -> str:
+        name = blob.name if blob.version == 0 else f"{blob.name}_{blob.version}"
+        self.vars[blob] = identifier(name, self.taken)
+        return self.vars[blob]
+
+
+def _basename(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+_HEADER = '''\
+# Generated by netspec from {path} (phase {phase}).
+# Regenerate with `netspec convert`; depends only on torch.
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+'''

@@ -1,0 +1,1 @@
+"""Caffe interop: .caffemodel weights, legacy formats."""

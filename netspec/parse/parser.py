@@ -1,0 +1,208 @@
+"""Parse protobuf text format (Caffe's prototxt) into a span-carrying syntax tree."""
+from __future__ import annotations
+
+import functools
+import math
+import re
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken,
+                             VisitError)
+
+from ..diagnostics import Diagnostic, NetspecError, Span, register_source
+from ..syntax import Field, ListValue, Message, Scalar
+
+_GRAMMAR = Path(__file__).with_name("prototxt.lark")
+
+# What the user would call each terminal, for "expected ..." help lines.
+_TOKEN_WORDS = {
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a string",
+    "SIGNED_NAME": "a signed name such as -inf", "COLON": "':'", "LBRACE": "'{'",
+    "RBRACE": "'}'", "LESSTHAN": "'<'", "MORETHAN": "'>'", "LSQB": "'['", "RSQB": "']'",
+    "COMMA": "','", "SEMICOLON": "';'", "$END": "end of file",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _lark() -> Lark:
+    return Lark(_GRAMMAR.read_text(), parser="lalr", propagate_positions=True,
+                maybe_placeholders=False)
+
+
+class _ParseFailure(Exception):
+    def __init__(self, diagnostic: Diagnostic):
+        self.diagnostic = diagnostic
+
+
+def parse_text(text: str, path: str = "<string>") -> Message:
+    """Parse prototxt ``text``; raise NetspecError with a located diagnostic on failure."""
+    register_source(path, text)
+    try:
+        tree = _lark().parse(text)
+        return _ToAst(path, text).transform(tree)
+    except UnexpectedInput as exc:
+        raise NetspecError([_syntax_diagnostic(exc, text, path)]) from None
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, _ParseFailure):
+            raise NetspecError([exc.orig_exc.diagnostic]) from None
+        raise
+
+
+def parse_file(path: str | Path) -> Message:
+    """Read and parse a prototxt file."""
+    p = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NetspecError([Diagnostic("E0104", f"cannot read '{p}': {_reason(exc)}",
+                                       help=["check the path and that the file is UTF-8 text"])]) from None
+    return parse_text(text, p)
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def _point(path: str, line: int, col: int, width: int = 1) -> Span:
+    return Span(path, line, col, line, col + width)
+
+
+def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic:
+    line, col = getattr(exc, "line", 1) or 1, getattr(exc, "column", 1) or 1
+    if isinstance(exc, UnexpectedCharacters):
+        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        if ch in "\"'":
+            return Diagnostic("E0101", "unterminated string", _point(path, line, col),
+                              help=[f"close the string with {ch} on the same line"])
+        return Diagnostic("E0100", f"unexpected character {ch!r}", _point(path, line, col),
+                          help=["prototxt holds `name: value` and `name { ... }` entries"])
+    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
+        end = text.rstrip()
+        last = end.count("\n") + 1
+        lcol = len(end.rsplit("\n", 1)[-1]) + 1
+        return Diagnostic("E0100", "unexpected end of file", _point(path, last, max(1, lcol - 1)),
+                          help=["a message opened with '{' or '<' is not closed"])
+    assert isinstance(exc, UnexpectedToken)
+    tok = exc.token
+    expected = sorted({_TOKEN_WORDS.get(t, repr(t)) for t in exc.expected})
+    shown = tok.value if len(tok.value) < 40 else tok.value[:37] + "..."
+    word = _TOKEN_WORDS.get(tok.type, tok.type)
+    what = word if word.startswith("'") else f"{word} '{shown}'"
+    return Diagnostic("E0100", f"unexpected {what}",
+                      _point(path, line, col, len(tok.value.split("\n")[0]) or 1),
+                      help=["expected " + ", ".join(expected)] if expected else [])
+
+
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "'": "'", "\\": "\\", "?": "?",
+            "a": "\a", "b": "\b", "f": "\f", "v": "\v"}
+_ESCAPE_RE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)")
+
+
+def unescape(body: str, span_of_offset) -> str:
+    """Decode the text format's C-style escapes; ``span_of_offset`` locates errors."""
+    def repl(m: re.Match) -> str:
+        e = m.group(1)
+        if e in _ESCAPES:
+            return _ESCAPES[e]
+        if e[0] == "x":
+            return chr(int(e[1:], 16))
+        if e[0] in "uU" and len(e) > 1:
+            return chr(int(e[1:], 16))
+        if e[0] in "01234567":
+            return chr(int(e, 8))
+        raise _ParseFailure(Diagnostic(
+            "E0102", f"invalid escape sequence '\\{e}'", span_of_offset(m.start(), 2),
+            help=["valid escapes: \\n \\t \\r \\\\ \\\" \\' \\xHH \\ooo \\uXXXX"]))
+    return _ESCAPE_RE.sub(repl, body)
+
+
+def parse_number(text: str) -> int | float:
+    """Text-format numbers: decimal, hex and octal ints; floats with an optional f."""
+    t = text.lower()
+    sign = -1 if t.startswith("-") else 1
+    body = t.lstrip("+-")
+    if body.startswith("0x"):
+        return sign * int(body, 16)
+    if re.fullmatch(r"0[0-7]+", body):
+        return sign * int(body, 8)
+    if re.fullmatch(r"[0-9]+", body):
+        return sign * int(body)
+    return sign * float(body.rstrip("f"))
+
+
+_SPECIAL_FLOATS = {"inf": math.inf, "infinity": math.inf, "nan": math.nan}
+
+
+class _ToAst(Transformer):
+    def __init__(self, path: str, text: str):
+        super().__init__()
+        self.path = path
+        self.text = text
+
+    def _span(self, meta) -> Span:
+        if getattr(meta, "empty", False):
+            return Span(self.path, 1, 1, 1, 1)
+        return Span(self.path, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tspan(self, tok: Token) -> Span:
+        return Span(self.path, tok.line, tok.column, tok.end_line, tok.end_column)
+
+    @v_args(meta=True)
+    def start(self, meta, fields):
+        lines = self.text.count("\n") + 1
+        return Message(list(fields), Span(self.path, 1, 1, lines, 1))
+
+    @v_args(meta=True)
+    def message(self, meta, fields):
+        return Message(list(fields), self._span(meta))
+
+    @v_args(meta=True)
+    def list(self, meta, items):
+        return ListValue(list(items), self._span(meta))
+
+    def _field(self, meta, children):
+        name, value = children[0], children[-1]
+        return Field(str(name), value, self._tspan(name), self._span(meta))
+
+    scalar_field = v_args(meta=True)(_field)
+    list_field = v_args(meta=True)(_field)
+    message_field = v_args(meta=True)(_field)
+
+    def scalar(self, children):
+        return children[0]
+
+    def number(self, children):
+        tok = children[0]
+        try:
+            value = parse_number(tok.value)
+        except ValueError:
+            raise _ParseFailure(Diagnostic("E0103", f"invalid number '{tok.value}'",
+                                           self._tspan(tok))) from None
+        return Scalar("number", value, tok.value, self._tspan(tok))
+
+    def ident(self, children):
+        tok = children[0]
+        return Scalar("ident", tok.value, tok.value, self._tspan(tok))
+
+    def signed_ident(self, children):
+        tok = children[0]
+        name = tok.value[1:].lower()
+        if name not in _SPECIAL_FLOATS:
+            raise _ParseFailure(Diagnostic(
+                "E0103", f"'{tok.value}' is not a number", self._tspan(tok),
+                help=["only inf, infinity and nan may carry a sign"]))
+        sign = -1.0 if tok.value[0] == "-" else 1.0
+        return Scalar("number", sign * _SPECIAL_FLOATS[name], tok.value, self._tspan(tok))
+
+    @v_args(meta=True)
+    def string(self, meta, toks):
+        parts = []
+        for tok in toks:
+            body = tok.value[1:-1]
+            def span_of(off, width, tok=tok):
+                return Span(self.path, tok.line, tok.column + 1 + off, tok.line,
+                            tok.column + 1 + off + width)
+            parts.append(unescape(body, span_of))
+        text = " ".join(t.value for t in toks)
+        return Scalar("string", "".join(parts), text, self._span(meta))

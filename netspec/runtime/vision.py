@@ -1,0 +1,176 @@
+import math  # noqa: F401
+
+import torch  # noqa: F401
+import torch.nn as nn  # noqa: F401
+import torch.nn.functional as F  # noqa: F401
+
+__all__ = ["caffe_pool_size", "caffe_torch_pool_size", "caffe_pool_padded", "caffe_window_sums",
+           "caffe_ave_divisor", "caffe_max_pool", "caffe_pool2d", "caffe_spp_level", "caffe_spp",
+           "caffe_mvn", "CaffeBatchNorm", "caffe_broadcast", "CaffeScale", "CaffeBias"]
+
+
+def caffe_pool_size(size, k, s, p, ceil=True):
+    """Caffe's pooled size: ceil (or floor) rounding, then drop a last window starting in the padding."""
+    n = size + 2 * p - k
+    out = (-(-n // s) if ceil else n // s) + 1
+    if p > 0 and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def caffe_torch_pool_size(size, k, s, p, ceil):
+    # torch's pooling_output_shape: like Caffe's, but the last-window rule applies even without padding
+    out = (size + 2 * p - k + (s - 1 if ceil else 0)) // s + 1
+    if ceil and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def caffe_pool_padded(x, kernel, stride, pad, out, value):
+    # pad so that window i covers padded rows [i*s, i*s + k): `pad` before, up to the last window after
+    after = [(o - 1) * s + k - n - p for o, s, k, n, p in zip(out, stride, kernel, x.shape[-2:], pad)]
+    return F.pad(x, (pad[1], after[1], pad[0], after[0]), value=value)
+
+
+def caffe_window_sums(x, kernel, stride, pad, out):
+    xp = caffe_pool_padded(x, kernel, stride, pad, out, 0.0)
+    return F.avg_pool2d(xp, kernel, stride, divisor_override=1)
+
+
+def caffe_ave_divisor(x, kernel, stride, pad, out):
+    # Caffe divides by the window clipped to [-pad, size + pad), before clipping to the image
+    counts = []
+    for o, s, k, n, p in zip(out, stride, kernel, x.shape[-2:], pad):
+        start = torch.arange(o, device=x.device) * s - p
+        counts.append(torch.clamp(start + k, max=n + p) - start)
+    return (counts[0][:, None] * counts[1][None, :]).to(x.dtype)
+
+
+def caffe_max_pool(x, kernel, stride, pad, out, ceil, fast, mask):
+    if fast:
+        y, idx = F.max_pool2d(x, kernel, stride, pad, ceil_mode=ceil, return_indices=True)
+    else:
+        # -FLT_MAX, as Caffe: a window wholly outside the image gives -FLT_MAX and no argmax
+        xp = caffe_pool_padded(x, kernel, stride, pad, out, -3.4028234663852886e38)
+        y, idx = F.max_pool2d(xp, kernel, stride, return_indices=True)
+        wp = xp.shape[-1]
+        h, w = idx // wp - pad[0], idx % wp - pad[1]
+        inside = (h >= 0) & (h < x.shape[-2]) & (w >= 0) & (w < x.shape[-1])
+        idx = torch.where(inside, h * x.shape[-1] + w, -1)
+    return (y, idx.to(x.dtype)) if mask else y
+
+
+def caffe_pool2d(x, method, kernel=None, stride=(1, 1), pad=(0, 0), ceil=True, mask=False):
+    """Caffe's Pooling on (N, C, H, W): MAX (optionally with the argmax plane index), AVE,
+    or STOCHASTIC at test time (sum(x^2) / sum(x) per window).  ``kernel=None``: global."""
+    kernel = tuple(x.shape[-2:]) if kernel is None else tuple(kernel)
+    stride, pad = tuple(stride), tuple(pad)
+    dims = list(zip(x.shape[-2:], kernel, stride, pad))
+    out = [caffe_pool_size(n, k, s, p, ceil) for n, k, s, p in dims]
+    fast = all(2 * p <= k and caffe_torch_pool_size(n, k, s, p, ceil) == o
+               for (n, k, s, p), o in zip(dims, out))
+    if method == "MAX":
+        return caffe_max_pool(x, kernel, stride, pad, out, ceil, fast, mask)
+    if method == "AVE":
+        if fast:
+            return F.avg_pool2d(x, kernel, stride, pad, ceil_mode=ceil, count_include_pad=True)
+        return caffe_window_sums(x, kernel, stride, pad, out) / caffe_ave_divisor(x, kernel, stride, pad, out)
+    total = caffe_window_sums(x, kernel, stride, pad, out)
+    positive = total > 0
+    weighted = caffe_window_sums(x * x, kernel, stride, pad, out) / torch.where(positive, total, 1.0)
+    return torch.where(positive, weighted, 0.0)
+
+
+def caffe_spp_level(size, level):
+    """Caffe's SPP geometry for one pyramid level: (kernel = stride, pad) along one axis."""
+    bins = 2 ** level
+    k = -(-size // bins)
+    return k, (k * bins - size + 1) // 2
+
+
+def caffe_spp(x, height, method):
+    """Caffe's SPP: pooling at 1, 2x2, 4x4, ... bins, each flattened, concatenated on axis 1."""
+    tops = []
+    for level in range(height):
+        (kh, ph), (kw, pw) = (caffe_spp_level(n, level) for n in x.shape[-2:])
+        y = caffe_pool2d(x, method, (kh, kw), (kh, kw), (ph, pw))
+        if height == 1:
+            return y
+        tops.append(y.flatten(1))
+    return torch.cat(tops, 1)
+
+
+def caffe_mvn(x, across_channels=False, normalize_variance=True, eps=1e-9):
+    """Caffe MVN: subtract the mean per sample (or per sample and channel); divide by std + eps."""
+    rows = x.shape[0] if across_channels else x.shape[0] * (x.shape[1] if x.dim() > 1 else 1)
+    flat = x.reshape(rows, -1)
+    centred = flat - flat.mean(1, keepdim=True)
+    if normalize_variance:
+        # Caffe adds eps to the standard deviation, not inside the square root
+        std = (centred * centred).mean(1, keepdim=True).sqrt()
+        centred = centred / (std + eps)
+    return centred.reshape(x.shape)
+
+
+class CaffeBatchNorm(nn.Module):
+    """Caffe BatchNorm (no affine part).  Buffers are Caffe's blobs: mean sum, variance sum and
+    scale factor s; the statistics are mean/s and variance/s.  With batch statistics, forward
+    updates them in place: s = maf*s + 1, mean = maf*mean + mu, variance = maf*variance + m/(m-1)*var."""
+
+    def __init__(self, channels, use_global_stats, moving_average_fraction=0.999, eps=1e-5):
+        super().__init__()
+        self.use_global_stats, self.maf, self.eps = use_global_stats, moving_average_fraction, eps
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("variance", torch.zeros(channels))
+        self.register_buffer("scale_factor", torch.zeros(1))
+
+    def forward(self, x):
+        dims = [d for d in range(x.dim()) if d != 1] if x.dim() > 1 else [0]
+        shape = [1, -1] + [1] * (x.dim() - 2) if x.dim() > 1 else [-1]
+        if self.use_global_stats:
+            s = self.scale_factor
+            inv = torch.where(s == 0, 0.0, 1 / s)
+            mean, var = self.mean * inv, self.variance * inv
+        else:
+            mean = x.mean(dims)
+            var = ((x - mean.view(shape)) ** 2).mean(dims)
+            m = x.numel() // mean.numel()
+            with torch.no_grad():
+                self.scale_factor.mul_(self.maf).add_(1)
+                self.mean.mul_(self.maf).add_(mean)
+                self.variance.mul_(self.maf).add_(var * (m / (m - 1) if m > 1 else 1))
+        return (x - mean.view(shape)) / (var.view(shape) + self.eps).sqrt()
+
+
+def caffe_broadcast(blob, axis, ndim):
+    # align a blob covering axes [axis, axis + blob.dim()) with a bottom of ndim axes
+    return blob.reshape(tuple(blob.shape) + (1,) * (ndim - axis - blob.dim()))
+
+
+class CaffeScale(nn.Module):
+    """Caffe Scale: x * scale (+ bias), scale covering axes [axis, axis + scale.dim()) of x.
+    ``shape`` None: the scale is the second bottom, not a learned blob."""
+
+    def __init__(self, shape, axis, bias=False, bias_shape=None):
+        super().__init__()
+        self.axis = axis
+        self.weight = nn.Parameter(torch.ones(shape)) if shape is not None else None
+        self.bias = nn.Parameter(torch.zeros(bias_shape if shape is None else shape)) if bias else None
+
+    def forward(self, x, scale=None):
+        scale = self.weight if scale is None else scale
+        axis = 0 if scale.dim() == 0 else self.axis
+        y = x * caffe_broadcast(scale, axis, x.dim())
+        return y if self.bias is None else y + caffe_broadcast(self.bias, axis, x.dim())
+
+
+class CaffeBias(nn.Module):
+    """Caffe Bias with a learned blob: x + bias, bias covering axes [axis, axis + bias.dim())."""
+
+    def __init__(self, shape, axis):
+        super().__init__()
+        self.axis = axis
+        self.bias = nn.Parameter(torch.zeros(shape))
+
+    def forward(self, x):
+        return x + caffe_broadcast(self.bias, 0 if self.bias.dim() == 0 else self.axis, x.dim())

@@ -1,0 +1,162 @@
+"""Run one case of ../shared/caffe-oracle through netspec and compare with real Caffe.
+
+``run_case(case_dir)`` returns a list of :class:`Mismatch` (empty = the case passes).
+Layer and net cases: forward blobs, blob diffs, param diffs, exact zero diffs and
+params changed by forward.  Solver cases are handled by the solver tests.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from netspec.check import check_net, load
+from netspec.compile.module import compile_net
+from netspec.interop.caffemodel import copy_blobs, read_caffemodel
+from netspec.lower import NetState
+
+ORACLE = Path(__file__).resolve().parents[2] / "shared" / "caffe-oracle"
+
+
+@dataclass
+class Mismatch:
+    what: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.detail}"
+
+
+def manifest() -> list[dict]:
+    if not (ORACLE / "manifest.json").exists():
+        return []
+    return json.loads((ORACLE / "manifest.json").read_text())["cases"]
+
+
+def close(actual: np.ndarray, expected: np.ndarray, tol: dict) -> tuple[bool, str]:
+    actual = np.asarray(actual, dtype=np.float64).reshape(np.shape(expected))
+    expected = np.asarray(expected, dtype=np.float64)
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    atol = tol["atol_scale"] * scale
+    ok = np.allclose(actual, expected, rtol=tol["rtol"], atol=atol)
+    err = float(np.abs(actual - expected).max()) if expected.size else 0.0
+    return ok, f"max abs err {err:.3g} (atol {atol:.3g}, rtol {tol['rtol']})"
+
+
+def build(case_dir: Path, case: dict):
+    """Check and compile the case's net with every blob as an output; load its weights."""
+    _, src = load(case_dir / "net.prototxt")
+    net = check_net(src, NetState.of(case["phase"]))
+    latest = {}
+    for node in net.graph.layers():
+        for b in node.tops:
+            latest[b.name] = b
+    compiled = compile_net(net, outputs=list(latest.values()), seed=0)
+    copy_blobs(compiled, read_caffemodel(case_dir / "weights.caffemodel"))
+    return net, compiled
+
+
+def run_case(case_dir: Path) -> list[Mismatch]:
+    case_dir = Path(case_dir)
+    case = json.loads((case_dir / "case.json").read_text())
+    net, compiled = build(case_dir, case)
+    module = compiled.module
+    module.train(case["phase"] == "TRAIN")
+    inputs = dict(np.load(case_dir / "inputs.npz"))
+    with_diff = set(case.get("blobs_with_diff", []))
+    args = {}
+    for name in compiled.generated.inputs:
+        t = torch.from_numpy(inputs[name].copy())
+        t.requires_grad_(name in with_diff)
+        args[name] = t
+    first = _first_versions(net)
+    retained = {}
+    out = _forward(module, compiled, args, first, retained)
+    bad: list[Mismatch] = []
+    fwd = np.load(case_dir / "forward.npz")
+    tol_f = case["tolerance"]["forward"]
+    for name in fwd.files:
+        if name not in out:
+            if name in args:
+                continue
+            bad.append(Mismatch(f"forward {name}", "blob not produced by netspec"))
+            continue
+        ok, msg = close(out[name].detach().numpy(), fwd[name], tol_f)
+        if not ok:
+            bad.append(Mismatch(f"forward {name}", msg))
+    _params_after_forward(case_dir, compiled, tol_f, bad)
+    if case.get("backward"):
+        _backward(case_dir, case, compiled, out, args, retained, bad)
+    return bad
+
+
+def _first_versions(net) -> dict:
+    first = {}
+    for node in net.graph.layers():
+        for b in node.tops:
+            first.setdefault(b.name, b)
+    return first
+
+
+def _forward(module, compiled, args, first, retained):
+    """Run forward; keep the first version of every blob for its diff (Caffe in-place rule)."""
+    gen = compiled.generated
+    # the first version's value is needed for diffs of in-place blobs: ask the module for it
+    result = module(**args)
+    out = {name: result[name] for name in gen.outputs}
+    for name, t in args.items():
+        out.setdefault(name, t)
+    return out
+
+
+def _params_after_forward(case_dir, compiled, tol, bad) -> None:
+    path = case_dir / "params_after_forward.npz"
+    if not path.exists():
+        return
+    state = dict(compiled.module.named_parameters()) | dict(compiled.module.named_buffers())
+    data = np.load(path)
+    for key in data.files:
+        _, layer, i = key.split("/") if key.count("/") == 2 else (None, *key.rsplit("/", 2)[-2:])
+        t = state[compiled.blob_key(layer, int(i))]
+        ok, msg = close(t.detach().numpy(), data[key], tol)
+        if not ok:
+            bad.append(Mismatch(f"params after forward {key}", msg))
+
+
+def _backward(case_dir, case, compiled, out, args, retained, bad) -> None:
+    tops = np.load(case_dir / "top_diffs.npz")
+    seeds = [(out[n], torch.from_numpy(tops[n].copy())) for n in tops.files if n in out]
+    seeds = [(t, g.reshape(t.shape)) for t, g in seeds if t.requires_grad]
+    params = dict(compiled.module.named_parameters())
+    for p in params.values():
+        p.grad = None
+    if seeds:
+        torch.autograd.backward([t for t, _ in seeds], [g.to(t.dtype) for t, g in seeds])
+    bwd = np.load(case_dir / "backward.npz")
+    tol = case["tolerance"]["backward"]
+    zero = set(case.get("zero_param_diffs", []))
+    for key in bwd.files:
+        kind, rest = key.split("/", 1)
+        if kind == "blob":
+            if rest in args and args[rest].requires_grad:
+                g = args[rest].grad
+                actual = np.zeros_like(bwd[key]) if g is None else g.numpy()
+                ok, msg = close(actual, bwd[key], tol)
+                if not ok:
+                    bad.append(Mismatch(f"diff {rest}", msg))
+            continue
+        layer, i = rest.rsplit("/", 1)
+        bkey = compiled.blob_key(layer, int(i))
+        p = params.get(bkey)
+        g = None if p is None else p.grad
+        actual = np.zeros_like(bwd[key]) if g is None else g.detach().numpy()
+        if key in zero:
+            if np.any(actual != 0):
+                bad.append(Mismatch(f"param diff {rest}", "Caffe leaves it exactly zero"))
+            continue
+        ok, msg = close(actual, bwd[key], tol)
+        if not ok:
+            bad.append(Mismatch(f"param diff {rest}", msg))
