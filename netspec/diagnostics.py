@@ -146,8 +146,14 @@ class NetspecError(Exception):
         return render_all(self.diagnostics)
 
 
+def _where(d: Diagnostic) -> tuple:
+    s = d.span
+    return (0, s.path, s.line, s.col) if s else (1, "", 0, 0)
+
+
 def render_all(diags: Iterable[Diagnostic]) -> str:
-    diags = list(diags)
+    """Every diagnostic in source order, then the error/warning counts."""
+    diags = sorted(diags, key=_where)
     body = "\n\n".join(d.render() for d in diags)
     n_err = sum(d.is_error for d in diags)
     n_warn = len(diags) - n_err

@@ -118,6 +118,9 @@ def _make_node(src: NetSource, lp, path, index, state, diags, key: str) -> Layer
         diags.error(e.code, f"layer '{lp.name}' ({lp.type}): {e.message}", src.span(path + e.field),
                     help=e.help, notes=e.notes)
         return None
+    for w in impl.warnings:
+        diags.warning(w.code, f"layer '{lp.name}' ({lp.type}): {w.message}", src.span(path + w.field),
+                      help=w.help, notes=w.notes)
     if not _arity_ok(src, cls, lp, path, diags):
         return None
     node = LayerNode(key, lp.type, index, lp, impl, span, path)

@@ -40,7 +40,8 @@ def test_gallery_is_large_enough_and_covers_every_error_code():
         seen |= set(re.findall(r"(?:error|warning)\[(\w+)\]", p.read_text()))
     from netspec.diagnostics import CODES
     expected = {c for c in CODES if c[1] in "0" and c[:3] in
-                {"E01", "E02", "E03", "E04", "E05", "E06", "W03", "W05"}} - {"E0104"}
+                {"E01", "E02", "E03", "E04", "E05", "E06", "W03", "W05"}}
+    expected -= {"E0104", "E0601"}    # unreadable file / missing net for training: tests/test_cli.py
     assert expected - seen == set()
 
 

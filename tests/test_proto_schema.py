@@ -74,13 +74,28 @@ def _rel(path: Path) -> str:
 # ---------------------------------------------------------------------------
 
 def _normalized(fdp: descriptor_pb2.FileDescriptorProto):
-    """Drop what only --descriptor_set_out adds (json_name), in place."""
+    """Canonical form for comparison (json_name, float defaults), in place."""
     def clean(msgs):
         for m in msgs:
             for f in m.field:
                 f.ClearField("json_name")
             clean(m.nested_type)
+
+    def canonical_defaults(msgs):
+        # upb re-serialises float defaults as the nearest float32 ("0.99" ->
+        # "0.99000001"); compare them as numbers of the field's own type.
+        for m in msgs:
+            for f in m.field:
+                if not f.HasField("default_value"):
+                    continue
+                if f.type == f.TYPE_FLOAT:
+                    f.default_value = repr(np.float32(f.default_value))
+                elif f.type == f.TYPE_DOUBLE:
+                    f.default_value = repr(float(f.default_value))
+            canonical_defaults(m.nested_type)
+
     clean(fdp.message_type)
+    canonical_defaults(fdp.message_type)
     fdp.ClearField("source_code_info")
     return fdp
 
@@ -479,10 +494,13 @@ def _unknown_fields(msg, path="") -> list[str]:
 
 
 def _blob_array(blob) -> np.ndarray:
-    if blob.HasField("shape"):
-        shape = tuple(blob.shape.dim)
+    """Blob data with Caffe's Blob::FromProto shape rule."""
+    legacy = ("num", "channels", "height", "width")
+    if any(blob.HasField(k) for k in legacy):
+        shape = tuple(getattr(blob, k) for k in legacy)
     else:
-        shape = (blob.num, blob.channels, blob.height, blob.width)
+        # A 0-d blob is written with no shape message at all.
+        shape = tuple(blob.shape.dim)
     data = blob.double_data if len(blob.double_data) else blob.data
     return np.asarray(data, dtype=np.float32).reshape(shape)
 

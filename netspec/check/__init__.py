@@ -94,7 +94,8 @@ def check_net(src: NetSource, state: NetState | None = None,
     cycle = graph.find_cycle()
     if cycle:
         first = graph.layer(cycle[0])
-        diags.error("E0302", f"the net has a cycle: {describe_cycle(cycle)}", first.span,
+        diags.error("E0302", f"the net has a cycle: {describe_cycle(cycle)}",
+                    src.span(first.path + ("name",)),
                     help=["a layer cannot read a blob that depends on its own output"])
         diags.check()
     shapes, blob_shapes = infer_shapes(graph, src, diags, input_shapes)

@@ -131,7 +131,7 @@ def _check_values(spec: SolverSpec, diags: Diagnostics) -> None:
         diags.error("E0600", msg, at((field_name,)), help=list(help_))
 
     if p.base_lr < 0:
-        bad("base_lr", f"base_lr must be non-negative, got {p.base_lr}")
+        bad("base_lr", f"base_lr must be non-negative, got {p.base_lr:.7g}")
     policy = p.lr_policy or "fixed"
     if p.HasField("lr_policy") and policy not in LR_POLICIES:
         bad("lr_policy", f"unknown lr_policy '{p.lr_policy}'",
@@ -146,9 +146,9 @@ def _check_values(spec: SolverSpec, diags: Diagnostics) -> None:
         bad("type", f"unknown solver type '{spec.type}'",
             did_you_mean(spec.type, SOLVER_TYPES) + ["valid: " + ", ".join(SOLVER_TYPES)])
     if spec.type in ("AdaGrad", "RMSProp") and p.momentum != 0:
-        bad("momentum", f"{spec.type} does not use momentum (Caffe requires momentum 0), got {p.momentum}")
+        bad("momentum", f"{spec.type} does not use momentum (Caffe requires momentum 0), got {p.momentum:.7g}")
     if not 0 <= p.momentum < 1 and spec.type not in ("AdaGrad", "RMSProp"):
-        bad("momentum", f"momentum must lie in [0, 1), got {p.momentum}")
+        bad("momentum", f"momentum must lie in [0, 1), got {p.momentum:.7g}")
     if p.regularization_type not in ("L1", "L2"):
         bad("regularization_type", f"unknown regularization_type '{p.regularization_type}'",
             ["valid: L1, L2"])
@@ -159,6 +159,6 @@ def _check_values(spec: SolverSpec, diags: Diagnostics) -> None:
     if p.test_iter and p.test_interval <= 0 and p.HasField("test_interval"):
         bad("test_interval", "test_interval must be positive when test nets are given")
     if p.weight_decay < 0:
-        bad("weight_decay", f"weight_decay must be non-negative, got {p.weight_decay}")
+        bad("weight_decay", f"weight_decay must be non-negative, got {p.weight_decay:.7g}")
     if p.HasField("primary_loss") and not p.primary_loss:
         bad("primary_loss", "primary_loss is empty")

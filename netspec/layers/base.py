@@ -80,6 +80,7 @@ class Layer:
         self.name = lp.name
         self.phase = phase
         self.p = getattr(lp, self.param) if self.param else None
+        self.warnings: list[LayerError] = []     # setup() may add dialect/deprecation notes
         self.setup()
 
     # -- parameters -----------------------------------------------------------------
