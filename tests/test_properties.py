@@ -61,7 +61,7 @@ def layer(draw):
 @st.composite
 def net(draw):
     n = caffe_pb2.NetParameter(name=draw(names), force_backward=draw(st.booleans()))
-    n.input_dim.extend(draw(st.lists(st.integers(-2**63, 2**63 - 1), max_size=4)))
+    n.input_dim.extend(draw(st.lists(st.integers(-2**31, 2**31 - 1), max_size=4)))
     n.layer.extend(draw(st.lists(layer(), max_size=4)))
     return n
 

@@ -89,9 +89,9 @@ def _normalized(fdp: descriptor_pb2.FileDescriptorProto):
                 if not f.HasField("default_value"):
                     continue
                 if f.type == f.TYPE_FLOAT:
-                    f.default_value = repr(np.float32(f.default_value))
+                    f.default_value = "%.9g" % np.float32(f.default_value)
                 elif f.type == f.TYPE_DOUBLE:
-                    f.default_value = repr(float(f.default_value))
+                    f.default_value = "%.17g" % float(f.default_value)
             canonical_defaults(m.nested_type)
 
     clean(fdp.message_type)

@@ -65,7 +65,8 @@ def find_losses(graph: NetGraph, src, diags: Diagnostics) -> list[Loss]:
         loss = Loss(node.name, [(t, w) for t, w in zip(node.tops, node.loss_weights) if w != 0],
                     list(gs.stop_at), gs.max_depth, depth=depth[node.name])
         _check_stop_at(graph, node, loss, src, diags)
-        loss.scope = gradient_reach(graph, node, set(loss.stop_at), loss.max_depth)
+        loss.scope = gradient_reach(graph, node, set(loss.stop_at), loss.max_depth,
+                                    src.net.force_backward)
         if not any(learnable(graph.layer(n)) for n in loss.scope):
             report = diags.error if has_scope else diags.warning
             code = "E0401" if has_scope else "W0300"
@@ -92,8 +93,12 @@ def _check_stop_at(graph: NetGraph, node: LayerNode, loss: Loss, src, diags) -> 
                     ["name a blob on a path from the inputs to this loss"])
 
 
-def gradient_reach(graph: NetGraph, loss: LayerNode, stop: set[str], max_depth: int) -> set[str]:
-    """Layers that receive this loss's gradient (the loss layer itself included)."""
+def gradient_reach(graph: NetGraph, loss: LayerNode, stop: set[str], max_depth: int,
+                   force_backward: bool = False) -> set[str]:
+    """Layers that receive this loss's gradient (the loss layer itself included).
+
+    ``force_backward`` overrides ``propagate_down: false``, as in Caffe.
+    """
     start = 1 if learnable(loss) else 0
     best = {loss.name: start}
     heap = [(start, loss.index, loss.name)]
@@ -105,7 +110,8 @@ def gradient_reach(graph: NetGraph, loss: LayerNode, stop: set[str], max_depth: 
         if not node.impl.differentiable:
             continue
         for producer, blob, i in graph.in_edges(name):
-            if not node.propagate_down[i] or i in node.impl.no_grad_bottoms or blob.name in stop:
+            blocked = not (node.propagate_down[i] or force_backward)
+            if blocked or i in node.impl.no_grad_bottoms or blob.name in stop:
                 continue
             prod = graph.layer(producer)
             dp = d + (1 if learnable(prod) else 0)

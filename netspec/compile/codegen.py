@@ -169,7 +169,11 @@ class _Writer:
     def _statement(self, node: LayerNode) -> None:
         if node.impl.is_data and not node.impl.generates:
             return
-        bottoms = [self.vars[b] for b in node.bottoms]
+        # propagate_down: false stops the gradient into that bottom; the layer's own
+        # parameters still receive theirs; force_backward overrides it (Caffe's rules)
+        force = self.net.source.net.force_backward
+        bottoms = [self.vars[b] if down or force else f"{self.vars[b]}.detach()"
+                   for b, down in zip(node.bottoms, node.propagate_down)]
         shapes = [self.net.shapes.get(b) for b in node.bottoms]
         expr = node.impl.forward(bottoms, shapes)
         tops = [self._var(b) for b in node.tops]

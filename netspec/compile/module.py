@@ -62,6 +62,7 @@ def compile_net(net: CheckedNet, outputs: list[Blob] | None = None, seed: int | 
     module = cls()
     compiled = Compiled(module, gen, net)
     initialize(compiled, seed)
+    freeze_fixed_blobs(compiled)
     if dtype is not None:
         module.to(dtype)
     return compiled
@@ -78,6 +79,19 @@ def initialize(compiled: Compiled, seed: int | None = None) -> None:
             if filler is None or f"{layer}/{i}" in compiled.net.shared:
                 continue
             fill(state[compiled.blob_key(layer, i)].data, filler, g)
+
+
+def freeze_fixed_blobs(compiled: Compiled) -> None:
+    """lr_mult 0 blobs get no diff in Caffe (unless force_backward): no grad here either."""
+    if compiled.net.source.net.force_backward:
+        return
+    params = dict(compiled.module.named_parameters())
+    for layer in compiled.generated.layers:
+        node = compiled.net.graph.layer(layer)
+        for i in range(len(node.impl.blobs)):
+            p = params.get(compiled.blob_key(layer, i))
+            if p is not None and not node.impl.learnable(i):
+                p.requires_grad_(False)
 
 
 def layer_at(exc: BaseException, cls: type) -> str | None:

@@ -180,6 +180,23 @@ def test_softmax_loss_label_count_mismatch_is_a_shape_error():
         loss_net("SoftmaxWithLoss", {"x": (3, 4, 2), "label": (3,)})
 
 
+@pytest.mark.parametrize("ltype, floor, extra", [
+    ("SoftmaxWithLoss", float(np.finfo(np.float32).tiny), {}),
+    ("InfogainLoss", 1e-20, {"H": np.eye(3)}),
+])
+def test_log_clamp_in_value_but_exact_softmax_gradient(ltype, floor, extra):
+    """Caffe clamps p inside the forward log only; its backward is softmax - H-weighted one-hot."""
+    x, lab = np.array([[0.0, 200.0, 0.0]]), np.array([0.0])
+    c = loss_net(ltype, {"x": x.shape, "label": lab.shape, **{k: v.shape for k, v in extra.items()}})
+    t = torch.as_tensor(x).requires_grad_(True)
+    m = c.module.double()
+    loss = m(x=t, label=torch.as_tensor(lab), **{k: torch.as_tensor(v) for k, v in extra.items()})["loss"]
+    assert np.isclose(loss.item(), -np.log(floor), rtol=1e-12)
+    loss.backward()
+    e = np.exp(x - x.max())
+    np.testing.assert_allclose(t.grad.numpy(), e / e.sum() - np.eye(3)[[0]], rtol=1e-12, atol=1e-300)
+
+
 # -- EuclideanLoss ------------------------------------------------------------------------
 
 def test_euclidean_loss():
