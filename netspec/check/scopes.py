@@ -13,8 +13,8 @@ reached only through them receives it.
 
 ``gradient_scope { max_depth: N }`` keeps the N consecutive weight layers
 nearest the loss: along each backward path, the k-th layer with learnable
-parameters is kept while k <= N; layers without parameters in between are kept
-as long as the walk continues (distance is the minimum over paths).
+parameters is kept while k <= N, and the N-th sends no gradient into its
+bottoms (distance is the minimum over paths).
 """
 from __future__ import annotations
 
@@ -107,8 +107,8 @@ def gradient_reach(graph: NetGraph, loss: LayerNode, stop: set[str], max_depth: 
         if d > best[name]:
             continue
         node = graph.layer(name)
-        if not node.impl.differentiable:
-            continue
+        if not node.impl.differentiable or (max_depth and d >= max_depth and learnable(node)):
+            continue                    # the N-th weight layer sends nothing further down
         for producer, blob, i in graph.in_edges(name):
             blocked = not (node.propagate_down[i] or force_backward)
             if blocked or i in node.impl.no_grad_bottoms or blob.name in stop:

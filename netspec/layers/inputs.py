@@ -76,7 +76,8 @@ class DummyData(Layer):
                              help=[f"DummyData needs `{name}` once, or once per top"])
 
     def _shape(self, i, legacy):
-        pick = lambda rep: rep[0] if len(rep) == 1 else rep[i]  # noqa: E731
+        def pick(rep):          # one entry serves every top
+            return rep[0] if len(rep) == 1 else rep[i]
         shape = (tuple(pick(getattr(self.p, k)) for k in self.LEGACY) if legacy
                  else tuple(pick(self.p.shape).dim))
         if any(d < 0 for d in shape):
