@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..proto import caffe_pb2
 from ..runtime.vision import caffe_pool_size, caffe_spp_level
 from .base import TEST, Layer, LayerError, ShapeError, canonical_axis, fmt_shape, register
+from .neurons import lit
 
 PoolingParameter = caffe_pb2.PoolingParameter
 
@@ -145,7 +146,8 @@ class Convolution(_ConvBase):
 
 @register
 class Deconvolution(_ConvBase):
-    """Caffe Deconvolution: out = stride*(in-1) + dilation*(k-1)+1 - 2*pad; weight (C_in, C_out/group, k...)."""
+    """Caffe Deconvolution: out = stride*(in-1) + dilation*(k-1)+1 - 2*pad;
+    weight (C_in, C_out/group, k...)."""
 
     type = "Deconvolution"
     torch_class = "ConvTranspose"
@@ -230,21 +232,27 @@ class Pooling(Layer):
             return p.ceil_mode
         return ceil
 
+    def given(self, base: str, single: str) -> tuple:
+        """The field path of whichever spelling of a geometry field the layer uses."""
+        name = single if self.p.HasField(single) or not self.p.HasField(f"{base}_h") else f"{base}_h"
+        return self.field(name)
+
     def validate(self) -> None:
         p, (kh, kw), (sh, sw), (ph, pw) = self.p, self.kernel or (1, 1), self.stride, self.pad
         if min(kh, kw) <= 0:
-            raise LayerError(f"kernel size must be positive, got {kh}x{kw}", self.field("kernel_size"))
+            raise LayerError(f"kernel size must be positive, got {kh}x{kw}",
+                             self.given("kernel", "kernel_size"))
         if min(sh, sw) <= 0:
-            raise LayerError(f"stride must be positive, got {sh}x{sw}", self.field("stride"))
+            raise LayerError(f"stride must be positive, got {sh}x{sw}", self.given("stride", "stride"))
         if p.global_pooling and (ph, pw, sh, sw) != (0, 0, 1, 1):
             raise LayerError("global_pooling needs pad 0 and stride 1", self.field("global_pooling"),
                              help=["remove pad and stride"])
         if (ph or pw) and self.method not in ("MAX", "AVE"):
             raise LayerError(f"padding is implemented only for MAX and AVE pooling, not {self.method}",
-                             self.field("pad"), help=["remove pad"])
+                             self.given("pad", "pad"), help=["remove pad"])
         if ph >= kh or pw >= kw:
             raise LayerError(f"pad {ph}x{pw} must be smaller than the kernel {kh}x{kw}",
-                             self.field("pad"), help=["Caffe refuses pad >= kernel_size"])
+                             self.given("pad", "pad"), help=["Caffe refuses pad >= kernel_size"])
         if self.num_tops() == 2 and self.method != "MAX":
             raise LayerError(f"only MAX pooling has a second top (the argmax mask), not {self.method}",
                              ("top", 1), help=["remove the second top"])
@@ -270,7 +278,10 @@ class Pooling(Layer):
     def forward(self, bottoms, shapes):
         x = bottoms[0]
         if self.plain and self.kernel is None:
-            return f"{x}.mean((2, 3), keepdim=True)" if self.method == "AVE" else f"F.adaptive_max_pool2d({x}, 1)"
+            # adaptive_max_pool2d, unlike amax, routes the gradient to the first maximum only
+            if self.method == "MAX":
+                return f"F.adaptive_max_pool2d({x}, 1)"
+            return f"{x}.mean((2, 3), keepdim=True)"
         if self.plain and self.method == "MAX":
             return f"F.max_pool2d({x}, {self.kernel}, {self.stride}, {self.pad}, ceil_mode={self.ceil})"
         if self.plain:
@@ -358,7 +369,8 @@ class Crop(Layer):
 
 @register
 class LRN(Layer):
-    """Caffe LRN: ACROSS_CHANNELS x*(k + alpha/size*sum x^2)^-beta, WITHIN_CHANNEL x*(1 + alpha*avg x^2)^-beta."""
+    """Caffe LRN: ACROSS_CHANNELS x*(k + alpha/size*sum x^2)^-beta,
+    WITHIN_CHANNEL x*(1 + alpha*avg x^2)^-beta."""
 
     type = "LRN"
     param = "lrn_param"
@@ -377,10 +389,10 @@ class LRN(Layer):
         p, x = self.p, bottoms[0]
         if p.norm_region == caffe_pb2.LRNParameter.ACROSS_CHANNELS:
             # torch's window is Caffe's for odd sizes: (size-1)/2 zero channels before and after
-            return f"F.local_response_norm({x}, {p.local_size}, {p.alpha!r}, {p.beta!r}, {p.k!r})"
+            return f"F.local_response_norm({x}, {p.local_size}, {lit(p.alpha)}, {lit(p.beta)}, {lit(p.k)})"
         # Caffe builds WITHIN_CHANNEL from AVE pooling (divisor size^2, zero padding) and ignores k
         avg = f"F.avg_pool2d({x} * {x}, {p.local_size}, 1, {(p.local_size - 1) // 2})"
-        return f"{x} * (1 + {p.alpha!r} * {avg}) ** {-p.beta!r}"
+        return f"{x} * (1 + {lit(p.alpha)} * {avg}) ** {lit(-p.beta)}"
 
 
 @register
@@ -413,7 +425,7 @@ class BatchNorm(Layer):
     def module(self, shapes):
         p = self.p
         return (f"CaffeBatchNorm({self.channels(shapes[0])}, use_global_stats={self.global_stats}, "
-                f"moving_average_fraction={p.moving_average_fraction!r}, eps={p.eps!r})")
+                f"moving_average_fraction={lit(p.moving_average_fraction)}, eps={lit(p.eps)})")
 
     def forward(self, bottoms, shapes):
         return f"{self.mod()}({bottoms[0]})"
@@ -534,4 +546,4 @@ class MVN(Layer):
     def forward(self, bottoms, shapes):
         p = self.p
         return (f"caffe_mvn({bottoms[0]}, across_channels={p.across_channels}, "
-                f"normalize_variance={p.normalize_variance}, eps={p.eps!r})")
+                f"normalize_variance={p.normalize_variance}, eps={lit(p.eps)})")

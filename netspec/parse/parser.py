@@ -4,9 +4,10 @@ from __future__ import annotations
 import functools
 import math
 import re
+import threading
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer
 from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken,
                              VisitError)
 
@@ -26,8 +27,13 @@ _TOKEN_WORDS = {
 
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
-    return Lark(_GRAMMAR.read_text(), parser="lalr", propagate_positions=True,
-                maybe_placeholders=False)
+    # the transformer runs inside the LALR parser (no intermediate parse tree); it is
+    # re-pointed at each file before parsing, under a lock
+    return Lark(_GRAMMAR.read_text(), parser="lalr", keep_all_tokens=True,
+                maybe_placeholders=False, transformer=_BUILDER)
+
+
+_LOCK = threading.Lock()
 
 
 class _ParseFailure(Exception):
@@ -39,10 +45,13 @@ def parse_text(text: str, path: str = "<string>") -> Message:
     """Parse prototxt ``text``; raise NetspecError with a located diagnostic on failure."""
     register_source(path, text)
     try:
-        tree = _lark().parse(text)
-        return _ToAst(path, text).transform(tree)
+        with _LOCK:
+            _BUILDER.reset(path, text)
+            return _lark().parse(text)
     except UnexpectedInput as exc:
         raise NetspecError([_syntax_diagnostic(exc, text, path)]) from None
+    except _ParseFailure as exc:
+        raise NetspecError([exc.diagnostic]) from None
     except VisitError as exc:
         if isinstance(exc.orig_exc, _ParseFailure):
             raise NetspecError([exc.orig_exc.diagnostic]) from None
@@ -135,39 +144,44 @@ _SPECIAL_FLOATS = {"inf": math.inf, "infinity": math.inf, "nan": math.nan}
 
 
 class _ToAst(Transformer):
-    def __init__(self, path: str, text: str):
-        super().__init__()
+    """Builds the syntax tree while the LALR parser runs (``keep_all_tokens`` gives the
+    punctuation tokens that delimit each span)."""
+
+    def reset(self, path: str, text: str) -> None:
         self.path = path
         self.text = text
-
-    def _span(self, meta) -> Span:
-        if getattr(meta, "empty", False):
-            return Span(self.path, 1, 1, 1, 1)
-        return Span(self.path, meta.line, meta.column, meta.end_line, meta.end_column)
 
     def _tspan(self, tok: Token) -> Span:
         return Span(self.path, tok.line, tok.column, tok.end_line, tok.end_column)
 
-    @v_args(meta=True)
-    def start(self, meta, fields):
+    def _between(self, first, last) -> Span:
+        a = first if isinstance(first, Token) else first.span
+        b = last if isinstance(last, Token) else last.span
+        if isinstance(a, Token):
+            a = self._tspan(a)
+        if isinstance(b, Token):
+            b = self._tspan(b)
+        return Span(self.path, a.line, a.col, b.end_line, b.end_col)
+
+    @staticmethod
+    def _nodes(children):
+        return [c for c in children if not isinstance(c, Token)]
+
+    def start(self, children):
         lines = self.text.count("\n") + 1
-        return Message(list(fields), Span(self.path, 1, 1, lines, 1))
+        return Message(self._nodes(children), Span(self.path, 1, 1, lines, 1))
 
-    @v_args(meta=True)
-    def message(self, meta, fields):
-        return Message(list(fields), self._span(meta))
+    def message(self, children):
+        return Message(self._nodes(children), self._between(children[0], children[-1]))
 
-    @v_args(meta=True)
-    def list(self, meta, items):
-        return ListValue(list(items), self._span(meta))
+    def list(self, children):
+        return ListValue(self._nodes(children), self._between(children[0], children[-1]))
 
-    def _field(self, meta, children):
+    def _field(self, children):
         name, value = children[0], children[-1]
-        return Field(str(name), value, self._tspan(name), self._span(meta))
+        return Field(str(name), value, self._tspan(name), self._between(name, value))
 
-    scalar_field = v_args(meta=True)(_field)
-    list_field = v_args(meta=True)(_field)
-    message_field = v_args(meta=True)(_field)
+    scalar_field = list_field = message_field = _field
 
     def scalar(self, children):
         return children[0]
@@ -195,14 +209,19 @@ class _ToAst(Transformer):
         sign = -1.0 if tok.value[0] == "-" else 1.0
         return Scalar("number", sign * _SPECIAL_FLOATS[name], tok.value, self._tspan(tok))
 
-    @v_args(meta=True)
-    def string(self, meta, toks):
+    def string(self, toks):
         parts = []
         for tok in toks:
             body = tok.value[1:-1]
+            if "\\" not in body:
+                parts.append(body)
+                continue
             def span_of(off, width, tok=tok):
                 return Span(self.path, tok.line, tok.column + 1 + off, tok.line,
                             tok.column + 1 + off + width)
             parts.append(unescape(body, span_of))
         text = " ".join(t.value for t in toks)
-        return Scalar("string", "".join(parts), text, self._span(meta))
+        return Scalar("string", "".join(parts), text, self._between(toks[0], toks[-1]))
+
+
+_BUILDER = _ToAst()

@@ -19,7 +19,8 @@ def caffe_pool_size(size, k, s, p, ceil=True):
 
 
 def caffe_torch_pool_size(size, k, s, p, ceil):
-    # torch's pooling_output_shape: like Caffe's, but the last-window rule applies even without padding
+    """torch's pooled size: Caffe's, except that torch drops a last window starting at or
+    beyond the input even without padding."""
     out = (size + 2 * p - k + (s - 1 if ceil else 0)) // s + 1
     if ceil and (out - 1) * s >= size + p:
         out -= 1
@@ -27,18 +28,19 @@ def caffe_torch_pool_size(size, k, s, p, ceil):
 
 
 def caffe_pool_padded(x, kernel, stride, pad, out, value):
-    # pad so that window i covers padded rows [i*s, i*s + k): `pad` before, up to the last window after
+    """Pad (or crop) x so that window i covers padded rows [i*s, i*s + k) exactly."""
     after = [(o - 1) * s + k - n - p for o, s, k, n, p in zip(out, stride, kernel, x.shape[-2:], pad)]
     return F.pad(x, (pad[1], after[1], pad[0], after[0]), value=value)
 
 
 def caffe_window_sums(x, kernel, stride, pad, out):
+    """The sum over each of Caffe's pooling windows, zero padded."""
     xp = caffe_pool_padded(x, kernel, stride, pad, out, 0.0)
     return F.avg_pool2d(xp, kernel, stride, divisor_override=1)
 
 
 def caffe_ave_divisor(x, kernel, stride, pad, out):
-    # Caffe divides by the window clipped to [-pad, size + pad), before clipping to the image
+    """Caffe's AVE divisor: the window clipped to [-pad, size + pad), not to the image."""
     counts = []
     for o, s, k, n, p in zip(out, stride, kernel, x.shape[-2:], pad):
         start = torch.arange(o, device=x.device) * s - p
@@ -47,6 +49,7 @@ def caffe_ave_divisor(x, kernel, stride, pad, out):
 
 
 def caffe_max_pool(x, kernel, stride, pad, out, ceil, fast, mask):
+    """MAX pooling; the gradient goes to the first maximum (row-major), as in Caffe."""
     if fast:
         y, idx = F.max_pool2d(x, kernel, stride, pad, ceil_mode=ceil, return_indices=True)
     else:
@@ -74,7 +77,8 @@ def caffe_pool2d(x, method, kernel=None, stride=(1, 1), pad=(0, 0), ceil=True, m
     if method == "AVE":
         if fast:
             return F.avg_pool2d(x, kernel, stride, pad, ceil_mode=ceil, count_include_pad=True)
-        return caffe_window_sums(x, kernel, stride, pad, out) / caffe_ave_divisor(x, kernel, stride, pad, out)
+        total = caffe_window_sums(x, kernel, stride, pad, out)
+        return total / caffe_ave_divisor(x, kernel, stride, pad, out)
     total = caffe_window_sums(x, kernel, stride, pad, out)
     positive = total > 0
     weighted = caffe_window_sums(x * x, kernel, stride, pad, out) / torch.where(positive, total, 1.0)
@@ -143,7 +147,7 @@ class CaffeBatchNorm(nn.Module):
 
 
 def caffe_broadcast(blob, axis, ndim):
-    # align a blob covering axes [axis, axis + blob.dim()) with a bottom of ndim axes
+    """Align a blob covering axes [axis, axis + blob.dim()) with a bottom of ndim axes."""
     return blob.reshape(tuple(blob.shape) + (1,) * (ndim - axis - blob.dim()))
 
 

@@ -309,7 +309,7 @@ def ref_deconv(x, w, b, stride, pad, dilation, group):
     cpg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
     oh = stride[0] * (h - 1) + dilation[0] * (kh - 1) + 1 - 2 * pad[0]
     ow = stride[1] * (wd - 1) + dilation[1] * (kw - 1) + 1 - 2 * pad[1]
-    full = np.zeros((n, cpg * group, oh + 2 * pad[0] + 2 * stride[0] * kh, ow + 2 * pad[1] + 2 * stride[1] * kw))
+    full = np.zeros((n, cpg * group, stride[0] * h + dilation[0] * kh, stride[1] * wd + dilation[1] * kw))
     for ci in range(cin):
         g = ci // (cin // group)
         for i in range(h):
