@@ -14,7 +14,7 @@ from oracle_harness import ORACLE, manifest, run_case
 
 TYPES = {"Convolution", "Deconvolution", "Pooling", "SPP", "Crop", "LRN", "BatchNorm", "Scale",
          "Bias", "MVN"}
-CASES = [c["name"] for c in manifest() if c["kind"] == "layer" and set(c["layer_types"]) & TYPES]
+CASES = [c["dir"] for c in manifest() if c["kind"] in ("layer", "net") and set(c["layer_types"]) & TYPES]
 FLT_MAX = float(np.finfo(np.float32).max)
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -63,7 +63,7 @@ def rng(seed=0):
 
 @pytest.mark.parametrize("case", CASES)
 def test_caffe_oracle(case):
-    bad = run_case(ORACLE / "layers" / case)
+    bad = run_case(ORACLE / case)
     assert not bad, "\n".join(map(str, bad))
 
 
@@ -301,6 +301,21 @@ def test_spp_refuses_a_level_with_pad_as_large_as_the_kernel():
         build(layer, x=np.zeros((1, 1, 10, 10)))
 
 
+@SETTINGS
+@given(hw=st.tuples(st.integers(1, 12), st.integers(1, 12)), height=st.integers(1, 4))
+def test_spp_shapes(hw, height):
+    x = rng().normal(size=(1, 2, *hw))
+    layer = (f'layer {{ name: "spp" type: "SPP" bottom: "x" top: "y" '
+             f'spp_param {{ pyramid_height: {height} }} }}')
+    try:
+        compiled, out = run(layer, x=x.astype(np.float32))
+    except NetspecError as e:
+        assert "which Caffe's pooling refuses" in str(e)
+        return
+    assert inferred(compiled) == tuple(out["y"].shape)
+    np.testing.assert_allclose(out["y"].numpy(), ref_spp(x, height, "MAX"), rtol=1e-5, atol=1e-6)
+
+
 # -- Deconvolution / Convolution -------------------------------------------------------------
 
 def ref_deconv(x, w, b, stride, pad, dilation, group):
@@ -523,6 +538,18 @@ def test_scale_and_bias_with_a_second_bottom(type_, op):
     np.testing.assert_allclose(out["y"].numpy(), op(x, s[None, :, :, None]), rtol=1e-5, atol=1e-6)
     assert not compiled.net.graph.layer("s").impl.blobs
     gradcheck(compiled, x, s)
+
+
+def test_scale_with_a_second_bottom_and_a_bias():
+    x, s = rng(18).normal(size=(2, 3, 4)), rng(19).normal(size=(3,))
+    layer = ('layer { name: "s" type: "Scale" bottom: "x" bottom: "s" top: "y" '
+             'scale_param { bias_term: true bias_filler { type: "gaussian" } } }')
+    compiled, out = run(layer, x=x.astype(np.float32), s=s.astype(np.float32))
+    assert compiled.net.graph.layer("s").impl.blobs == ("bias",)
+    bias = compiled.module.state_dict()[compiled.blob_key("s", 0)].numpy()
+    want = x * s[None, :, None] + bias[None, :, None]
+    np.testing.assert_allclose(out["y"].detach().numpy(), want, rtol=1e-5, atol=1e-6)
+    gradcheck(compiled, x, s, params=True)
 
 
 def test_scale_default_filler_is_one():
