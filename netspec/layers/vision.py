@@ -229,6 +229,11 @@ class Pooling(Layer):
                 raise LayerError(f"ceil_mode: {str(p.ceil_mode).lower()} contradicts round_mode: "
                                  f"{PoolingParameter.RoundMode.Name(p.round_mode)}",
                                  self.field("ceil_mode"), help=["keep only round_mode"])
+            mode = "CEIL" if p.ceil_mode else "FLOOR"
+            self.warnings.append(LayerError(
+                f"`ceil_mode: {str(p.ceil_mode).lower()}` is a fork dialect, read as "
+                f"`round_mode: {mode}`", self.field("ceil_mode"), code="W0501",
+                help=[f"write `round_mode: {mode}` for BVLC Caffe"]))
             return p.ceil_mode
         return ceil
 
@@ -486,9 +491,10 @@ class Scale(_Broadcast):
         return [self.blob_axes(shapes)[1]] * len(self.blobs)
 
     def fillers(self):
+        # Caffe's default scale filler is constant 1 (not FillerParameter's default 0)
         ones = caffe_pb2.FillerParameter(type="constant", value=1)
-        scale = [self.p.filler if self.p.HasField("filler") else ones]
-        return (scale if len(self.lp.bottom) == 1 else []) + [self.p.bias_filler][:self.p.bias_term]
+        scale = [self.p.filler if self.p.HasField("filler") else ones] if "weight" in self.blobs else []
+        return scale + ([self.p.bias_filler] if self.p.bias_term else [])
 
     def module(self, shapes):
         if not self.blobs:
