@@ -1,0 +1,1 @@
+"""Training-time arithmetic of Caffe's solvers: learning-rate policies and update rules."""
