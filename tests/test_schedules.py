@@ -209,14 +209,15 @@ layer { name: "conv2" type: "Convolution" bottom: "c1" top: "c2" convolution_par
 layer { name: "relu2" type: "ReLU" bottom: "c2" top: "c2" }
 layer { name: "conv3" type: "Convolution" bottom: "c2" top: "c3" convolution_param { num_output: 3 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
 layer { name: "skip" type: "Eltwise" bottom: "c1" bottom: "c3" top: "s" }
-layer { name: "fc1" type: "InnerProduct" bottom: "c1" top: "f1" inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+layer { name: "frozen" type: "InnerProduct" bottom: "data" top: "fz" inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+layer { name: "flat" type: "Flatten" bottom: "c1" top: "c1f" }
+layer { name: "cat" type: "Concat" bottom: "c1f" bottom: "fz" top: "cat" propagate_down: true propagate_down: false }
+layer { name: "fc1" type: "InnerProduct" bottom: "cat" top: "f1" inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
 layer { name: "loss1" type: "SoftmaxWithLoss" bottom: "f1" bottom: "label" top: "loss1" loss_weight: 0.3 }
 layer { name: "fc2" type: "InnerProduct" bottom: "c2" top: "f2" inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
 layer { name: "loss2" type: "SoftmaxWithLoss" bottom: "f2" bottom: "label" top: "loss2" loss_weight: 0.5
   gradient_scope { max_depth: 2 } }
 layer { name: "fc3" type: "InnerProduct" bottom: "s" top: "f3" inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
-layer { name: "frozen" type: "InnerProduct" bottom: "data" top: "fz" inner_product_param { num_output: 3 } }
-layer { name: "silence" type: "Silence" bottom: "fz" }
 layer { name: "loss3" type: "SoftmaxWithLoss" bottom: "f3" bottom: "label" top: "loss3"
   gradient_scope { stop_at: "c2" } }
 """
@@ -248,8 +249,11 @@ def test_relay_sums_each_loss_gradient_over_its_scope_only():
                 expected[k] += g
     for k, g in grads.items():
         torch.testing.assert_close(g, expected[k], rtol=1e-10, atol=1e-12, msg=k)
-    assert "frozen/0" not in grads          # outside every scope: never touched
-    assert torch.count_nonzero(expected["frozen/0"]) == 0
+    # computed in the forward but outside every scope (propagate_down: false): exactly zero
+    assert "frozen" not in set().union(*scopes.values())
+    assert "frozen/0" in ex.params and "frozen/0" not in grads
+    update = ex.schedule.steps[-1]
+    assert "frozen/0" not in update.params
 
 
 def test_schedules_print_as_steps():
