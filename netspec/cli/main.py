@@ -14,6 +14,8 @@ from ..diagnostics import NetspecError, render_all, to_json
 COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("netspec.cli.check_cmd", "parse and check a net or solver file; print its layers"),
     "convert": ("netspec.cli.convert_cmd", "write a net as standalone PyTorch source"),
+    "train": ("netspec.cli.train_cmd", "train with a Caffe solver file (any BP mode)"),
+    "schedule": ("netspec.cli.schedule_cmd", "print the backward schedule of a solver file"),
 }
 
 

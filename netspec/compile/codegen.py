@@ -88,15 +88,16 @@ def _camel(name: str) -> str:
 
 
 def _require_shapes(net: CheckedNet, layers: list[LayerNode]) -> None:
+    """Fail once per layer whose tops are unknown although its bottoms are known (the roots)."""
     diags = []
     for node in layers:
-        for blob in node.tops:
-            if net.shapes.get(blob) is None:
-                diags.append(Diagnostic("E0500", f"cannot compile layer '{node.name}': the shape of "
-                                        f"blob '{blob.name}' is unknown", node.span,
-                                        help=["give the input shapes with --input-shape "
-                                              "blob=N,C,H,W (or input_shape in Python)"]))
-                break
+        unknown = [b.name for b in node.tops if net.shapes.get(b) is None]
+        if unknown and all(net.shapes.get(b) is not None for b in node.bottoms):
+            diags.append(Diagnostic("E0500", f"cannot compile: the shape of blob "
+                                    f"'{unknown[0]}' (layer '{node.name}', {node.type}) is unknown",
+                                    net.source.span(node.path + ("name",)),
+                                    help=[f"give it with --input-shape {unknown[0]}=N,C,H,W "
+                                          "(input_shapes= in Python)"]))
     if diags:
         raise NetspecError(diags)
 

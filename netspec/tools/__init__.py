@@ -1,0 +1,1 @@
+"""User tools built on the compiler: ``draw`` (pictures of the compiled net) and ``timing``."""
