@@ -49,6 +49,9 @@ CODES = {
     # weights and runtime
     "E0700": "invalid weight file",
     "E0701": "runtime error in a layer",
+    # tools
+    "E0800": "wrong kind of file or unsupported output format",
+    "E0801": "CUDA requested but not available",
     # warnings
     "W0300": "layer reaches no loss",
     "W0303": "duplicate layer name",

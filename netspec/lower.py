@@ -114,6 +114,7 @@ def _make_node(src: NetSource, lp, path, index, state, diags, key: str) -> Layer
         return None
     try:
         impl = cls(lp, state.phase)
+        impl.net_path = src.path          # data layers also look for their files beside the net
     except LayerError as e:
         diags.error(e.code, f"layer '{lp.name}' ({lp.type}): {e.message}", src.span(path + e.field),
                     help=e.help, notes=e.notes)

@@ -238,6 +238,19 @@ def test_mirror_flips_about_half_in_both_phases(tmp_path):
         assert 60 < flips < 140                        # binomial(200, 1/2): mean 100, sd 7.1
 
 
+def test_mean_file_and_mean_value_together_fail_the_check(tmp_path):
+    image_records(tmp_path)
+    with pytest.raises(NetspecError, match="mean_file and mean_value cannot both be given"):
+        checked(tmp_path, with_transform('mean_file: "m.binaryproto" mean_value: 1'))
+
+
+def test_window_data_is_refused_clearly(tmp_path):
+    layer = ('layer { name: "w" type: "WindowData" top: "data" top: "label"\n'
+             '  window_data_param { source: "w.txt" batch_size: 2 crop_size: 4 } }\n')
+    with pytest.raises(NetspecError, match="cannot read WindowData"):
+        feed(tmp_path, layer)
+
+
 def test_crop_larger_than_record(tmp_path):
     image_records(tmp_path, h=3, w=3)
     with pytest.raises(NetspecError, match=r"crop_size 9 is larger than row 0 of .*img.h5' \(3 x 3\)"):
@@ -363,7 +376,7 @@ def test_lmdb_corrupt_datum_names_key(tmp_path):
     with pytest.raises(NetspecError, match=r"record 1 \(key 'k1'\) of LMDB .* is not a Caffe Datum"):
         next(f)
     with pytest.raises(NetspecError, match=r"key 'k2'.* is corrupt: 3 data bytes"):
-        next(feed(tmp_path, lmdb_layer(3)))
+        next(f)
 
 
 def test_lmdb_missing_database(tmp_path):

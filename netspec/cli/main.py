@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("netspec.cli.convert_cmd", "write a net as standalone PyTorch source"),
     "train": ("netspec.cli.train_cmd", "train with a Caffe solver file (any BP mode)"),
     "schedule": ("netspec.cli.schedule_cmd", "print the backward schedule of a solver file"),
+    "time": ("netspec.cli.time_cmd", "time a net per layer and in total, like `caffe time`"),
+    "draw": ("netspec.cli.draw_cmd", "draw a net coloured by the losses whose gradient reaches each layer"),
 }
 
 

@@ -22,6 +22,7 @@ Semantics (Caffe's, made deterministic):
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Iterator, Optional
 
 import numpy as np
@@ -36,6 +37,7 @@ from .site import LayerSite
 from .sources import SOURCES, MemorySource
 from .transforms import Transformer, effective_transform
 
+UNREADABLE = {"WindowData": "crop the windows into an ImageData list or an HDF5 file"}
 DECODING = {"ImageData", "Data", "TorchvisionData"}      # worth worker processes
 
 
@@ -81,6 +83,10 @@ class BatchReader(Dataset):
         return np.stack(records).astype(np.float32, copy=False)
 
 
+def _order(kind, data, seed):
+    return kind(data, np.random.default_rng(seed))
+
+
 class LayerStream:
     """One data layer's endless batches."""
 
@@ -111,15 +117,18 @@ class LayerStream:
         sp = self.node.lp.sampling_param
         return sp.seed if sp.HasField("seed") else (self.seed, self.index)
 
-    def make_order(self) -> Iterator[int]:
-        rng = np.random.default_rng(self.order_seed())
-        mode, n = self.mode(), len(self.source)
+    def make_order(self):
+        """A factory of fresh index streams for this layer's order.  It holds plain
+        data, not the stream: a cycle through the DataLoader would leave its worker
+        processes to the cyclic garbage collector, which stops them slowly."""
+        mode, n, seed = self.mode(), len(self.source), self.order_seed()
         if mode == "CLASS_AWARE":
-            return samplers.class_aware(self._class_labels(), rng)
-        if mode == "LAYER_SHUFFLE":
-            groups = self.source.groups()
-            return samplers.grouped_shuffle(groups, rng) if groups else samplers.shuffled(n, rng)
-        return samplers.ORDERS[mode](n, rng)
+            return partial(_order, samplers.class_aware, self._class_labels(), seed)
+        groups = self.source.groups() if mode == "LAYER_SHUFFLE" else None
+        if groups:
+            return partial(_order, samplers.grouped_shuffle, groups, seed)
+        kind = samplers.shuffled if mode == "LAYER_SHUFFLE" else samplers.ORDERS[mode]
+        return partial(_order, kind, n, seed)
 
     def _class_labels(self) -> np.ndarray:
         labels = self.source.labels()
@@ -134,7 +143,7 @@ class LayerStream:
 
     def loader(self) -> DataLoader:
         reader = BatchReader(self.source, self.transform, self.rules, (self.seed, self.index, 1))
-        plan = samplers.BatchPlan(self.make_order, self.source.batch_size)
+        plan = samplers.BatchPlan(self.make_order(), self.source.batch_size)
         return DataLoader(reader, batch_size=None, sampler=plan, num_workers=self.num_workers,
                           pin_memory=self.pin_memory)
 
@@ -165,8 +174,13 @@ class Feeder:
         phase = net.state.phase if phase is None else phase
         phase = caffe_pb2.Phase.Value(phase.upper()) if isinstance(phase, str) else phase
         pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+        nodes = net.graph.layers()
+        for node in nodes:
+            if node.type in UNREADABLE:
+                raise LayerSite.of(net, node).error("E0501", f"netspec cannot read {node.type} layers",
+                                                    help=[UNREADABLE[node.type]])
         self.streams = {node.name: LayerStream(net, node, k, phase, seed, num_workers, pin)
-                        for k, node in enumerate(net.graph.layers()) if node.type in SOURCES}
+                        for k, node in enumerate(nodes) if node.type in SOURCES}
 
     @property
     def tops(self) -> list[str]:

@@ -7,7 +7,6 @@ or ``mean_value`` per channel), crop, mirror, then multiply by ``scale``.
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 

@@ -74,12 +74,10 @@ class Data(DataLayer):
         path = self.resolve(self.p.source)
         if path is None:
             return None
-        import lmdb
-        from ..data.sources import datum_array
+        from ..data.sources.lmdb_db import datum_array, open_env
         from ..proto import caffe_pb2
-        with lmdb.open(str(path), readonly=True, lock=False, subdir=path.is_dir()) as env:
-            with env.begin() as txn:
-                first = next(iter(txn.cursor()), None)
+        with open_env(path).begin() as txn:
+            first = next(iter(txn.cursor()), None)
         if first is None:
             return None
         datum = caffe_pb2.Datum.FromString(first[1])

@@ -18,7 +18,7 @@ class CaffeInnerProduct(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n)) if bias else None
 
     def forward(self, x):
-        x = x.flatten(self.axis) if x.dim() > self.axis + 1 else x
+        x = x.flatten(self.axis)          # a no-op when only one axis follows
         w = self.weight.t() if self.transpose else self.weight
         return F.linear(x, w, self.bias)
 

@@ -24,7 +24,7 @@ from ..diagnostics import Diagnostic, Diagnostics, NetspecError
 from ..layers.base import fmt_shape
 from ..lower import NetState
 from ..proto import caffe_pb2
-from ..schedule import Backward, Schedule, Update, build_schedule, gradient_sources
+from ..schedule import Schedule, Update, build_schedule, gradient_sources
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 FORMATS = ("svg", "png", "pdf", "dot", "html")
@@ -84,15 +84,15 @@ def key_params(lp) -> str:
     """The set scalar fields of the layer's ``*_param`` messages, shortened (``out 64 k 3 p 1``)."""
     parts = []
     for fd, value in lp.ListFields():
-        if not fd.name.endswith("_param") or fd.message_type is None or fd.label == fd.LABEL_REPEATED:
+        if not fd.name.endswith("_param") or fd.message_type is None or fd.is_repeated:
             continue
         for sub, v in value.ListFields():
             if sub.message_type is not None:
                 continue                              # fillers and nested shapes: HTML panel only
             if sub.enum_type is not None:
                 v = [sub.enum_type.values_by_number[x].name for x in v] if \
-                    sub.label == sub.LABEL_REPEATED else sub.enum_type.values_by_number[v].name
-            if sub.label == sub.LABEL_REPEATED:
+                    sub.is_repeated else sub.enum_type.values_by_number[v].name
+            if sub.is_repeated:
                 v = "x".join(map(str, v))
             parts.append(f"{_SHORT.get(sub.name, sub.name)} {v:g}" if isinstance(v, float)
                          else f"{_SHORT.get(sub.name, sub.name)} {v}")

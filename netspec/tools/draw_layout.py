@@ -96,7 +96,7 @@ def layered_layout(names, sizes, edges, rankdir: str = "TB") -> Placed:
     chains, layers = _add_dummies(g, rank, names, edges, size)
     _order(g, layers)
     pos = _coordinates(g, layers, size)
-    boxes, height = {}, 0.0
+    boxes = {}
     along = 0.0
     for layer in layers:
         depth = max(size[n][1] for n in layer)

@@ -4,6 +4,7 @@ encoded ones hold an image file, decoded with Pillow in its own colour mode unle
 ``force_encoded_color``."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,20 @@ def datum_array(datum, force_color: bool = False) -> np.ndarray:
     return np.asarray(datum.float_data, np.float32).reshape(shape)
 
 
+_ENVS: dict = {}
+
+
+def open_env(path: Path):
+    """A read-only environment for ``path``, one per process: py-lmdb refuses to open
+    an environment twice in a process, and a handle must not cross a fork."""
+    import lmdb
+    key = (os.getpid(), str(Path(path).resolve()))
+    if key not in _ENVS:
+        _ENVS[key] = lmdb.open(str(path), readonly=True, lock=False, readahead=False,
+                               subdir=Path(path).is_dir(), max_readers=256)
+    return _ENVS[key]
+
+
 def is_lmdb(path: Path) -> bool:
     return (path / "data.mdb").exists() or (path.is_file() and path.suffix == ".mdb")
 
@@ -51,16 +66,11 @@ class LMDBSource(Source):
             raise site.error("E0104", f"LMDB '{self.path}' holds no record", SOURCE)
 
     def _env(self):
-        env = self.__dict__.get("_henv")
-        if env is None:
-            import lmdb
-            try:
-                env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False,
-                                subdir=self.path.is_dir(), max_readers=256)
-            except lmdb.Error as e:
-                raise self.site.error("E0104", f"'{self.path}' is not a readable LMDB: {e}", SOURCE) from None
-            self._henv = env
-        return env
+        import lmdb
+        try:
+            return open_env(self.path)
+        except lmdb.Error as e:
+            raise self.site.error("E0104", f"'{self.path}' is not a readable LMDB: {e}", SOURCE) from None
 
     def _keys(self) -> list[bytes]:
         with self._env().begin() as txn:
