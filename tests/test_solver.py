@@ -19,7 +19,7 @@ SHAPES = {"data": (64, 1, 8, 8), "label": (64,)}
 
 
 def write_solver(tmp_path: Path, mode: str = "MULTIWAY", extra: str = "", **fields) -> Path:
-    values = {"base_lr": 0.05, "momentum": 0.9, "lr_policy": '"step"', "gamma": 0.1, "stepsize": 4,
+    values = {"base_lr": 0.01, "momentum": 0.9, "lr_policy": '"step"', "gamma": 0.1, "stepsize": 4,
               "max_iter": 6, "display": 1, "random_seed": 7, "snapshot": 0,
               "snapshot_after_train": "false", "solver_mode": "CPU"}
     values.update(fields)
@@ -37,7 +37,7 @@ def weights(solver) -> dict:
 
 @pytest.mark.parametrize("mode", ["STANDARD", "JOINT", "RELAY", "MULTIWAY"])
 def test_every_mode_trains_and_lowers_the_loss(tmp_path, mode):
-    s = Solver(write_solver(tmp_path, mode, base_lr=0.1, max_iter=40, stepsize=1000),
+    s = Solver(write_solver(tmp_path, mode, max_iter=40, stepsize=1000),
                input_shapes=SHAPES, log=lambda _: None)
     first = s.step(1)[0]["loss"]
     recs = s.step(39)
@@ -94,7 +94,7 @@ def test_train_cli_logs_like_caffe_and_writes_jsonl(tmp_path, capsys):
                  "--input-shape", "data=64,1,8,8", "--input-shape", "label=64"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "Iteration 0, lr = 0.05" in out and "Train net output #3: main_loss" in out
+    assert "Iteration 0, lr = 0.01" in out and "Train net output #3: main_loss" in out
     assert "Test net output #" in out and "main_accuracy" in out and "exit1_accuracy" in out
     kinds = [line.split('"kind": "')[1].split('"')[0] for line in log.read_text().splitlines()]
     assert kinds.count("train") == 4 and "test" in kinds

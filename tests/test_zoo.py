@@ -26,7 +26,7 @@ def test_zoo_file_checks(path, capsys, monkeypatch):
     assert code == 0, out.err
     assert "Traceback" not in out.err
     assert "layers," in out.out or "W0601" in out.err     # solvers whose nets pycaffe generates
-    assert max(len(l) for l in out.out.splitlines()) <= 80
+    assert max((len(l) for l in out.out.splitlines()), default=0) <= 80
 
 
 @pytest.mark.parametrize("path", ORACLE_NETS, ids=_id)

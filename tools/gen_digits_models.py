@@ -3,7 +3,11 @@
     python tools/gen_digits_models.py
 
 The net (``models/digits/deep_plain.prototxt``) follows the CNDS setting: 12 plain 3x3
-convolutions (no BatchNorm), Caffe-style gaussian std 0.01 initialisation, ReLU.  Exits:
+convolutions (no BatchNorm), Caffe-style zero-mean gaussian initialisation, ReLU.  The
+convolutions use Caffe's ``msra`` filler (gaussian, std sqrt(2 / fan_in)) rather than a
+fixed std 0.01: at this width (16-32 channels) std 0.01 shrinks the signal ~10x per layer
+and, measured here, no BP mode left chance level within 400 iterations at any learning rate
+tried (0.01 to 2.0, SGD and Adam), std 0.05 neither.  The classifiers keep gaussian 0.01.  Exits:
 ``exit1`` after conv3, ``exit2`` after conv6 and ``exit3`` after conv9 (each: global
 average pooling, InnerProduct to 10 classes, SoftmaxWithLoss with loss_weight 0.3, and a
 TEST-phase Accuracy), and the primary loss after conv12.  Relay scopes follow the Relay
@@ -32,7 +36,7 @@ def conv(i: int, bottom: str) -> str:
     return (f'layer {{ name: "conv{i}" type: "Convolution" bottom: "{bottom}" top: "conv{i}"\n'
             f'  param {{ lr_mult: 1 decay_mult: 1 }} param {{ lr_mult: 2 decay_mult: 0 }}\n'
             f'  convolution_param {{ num_output: {WIDTHS[i - 1]} kernel_size: 3 pad: 1\n'
-            f'    weight_filler {{ type: "gaussian" std: 0.01 }} bias_filler {{ type: "constant" }} }} }}\n'
+            f'    weight_filler {{ type: "msra" }} bias_filler {{ type: "constant" }} }} }}\n'
             f'layer {{ name: "relu{i}" type: "ReLU" bottom: "conv{i}" top: "conv{i}" }}')
 
 
@@ -69,7 +73,7 @@ net: "deep_plain.prototxt"
 test_iter: 3            # 3 x 99 = the 297 test digits
 test_interval: {test_interval}
 test_initialization: false
-base_lr: 0.05
+base_lr: 0.01
 momentum: 0.9
 weight_decay: 0.0001
 lr_policy: "step"

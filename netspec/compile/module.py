@@ -115,3 +115,12 @@ def runtime_error(exc: BaseException, compiled: Compiled) -> NetspecError:
                                     f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                                     node.span)])
 
+
+
+def run_module(module: nn.Module, blobs: dict) -> dict:
+    """Call a compiled module with the input blobs it takes, picked by name from ``blobs``."""
+    missing = [k for k in module.INPUTS if k not in blobs]
+    if missing:
+        raise NetspecError([Diagnostic("E0701", f"no data for input blob(s) {', '.join(missing)}",
+                                       help=[f"the net reads {', '.join(module.INPUTS)}"])])
+    return module(**{k: blobs[k] for k in module.INPUTS})

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..check import CheckedNet
-from ..compile.module import Compiled, compile_net
+from ..compile.module import Compiled, compile_net, run_module
 from ..graph import Blob
 from ..schedule import Backward, Forward, Schedule, Update
 
@@ -114,7 +114,7 @@ class Executor:
 
     def _run(self, step, rest, batch, out, grads, it, weights, seen, repeat):
         if isinstance(step, Forward):
-            out = self.modules[frozenset(step.losses)].module(**batch)
+            out = run_module(self.modules[frozenset(step.losses)].module, batch)
             self._gate(out)
             by = {l.layer: l for l in self.net.losses}
             for name in step.losses:       # Caffe's weighting: sum_j loss_weight_j * top_j
