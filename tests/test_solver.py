@@ -148,3 +148,17 @@ def test_cnds_decay_is_eq2_per_epoch(tmp_path):
         expect.append(a)
     assert alpha == pytest.approx(expect)
     assert "main_loss" not in lw.factors(30)
+
+
+def test_bf16_autocast_and_channels_last_train_on_cpu(tmp_path):
+    path = write_solver(tmp_path, "MULTIWAY", 'amp: "bf16"\nchannels_last: true\n', max_iter=3)
+    s = Solver(path, input_shapes=SHAPES, log=lambda _: None)
+    recs = s.step(3)
+    assert all(math.isfinite(r["loss"]) for r in recs)
+    assert s.module.conv1.weight.dtype == torch.float32          # master weights stay float32
+
+
+def test_bad_amp_value_is_a_clear_error(tmp_path):
+    with pytest.raises(NetspecError) as e:
+        Solver(write_solver(tmp_path, extra='amp: "fp8"\n'), input_shapes=SHAPES, log=lambda _: None)
+    assert "unknown amp setting 'fp8'" in e.value.render()

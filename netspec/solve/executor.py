@@ -59,9 +59,12 @@ class Executor:
 
     def __init__(self, net: CheckedNet, schedule: Schedule, updaters: dict, seed: int = 0,
                  dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
-                 scale_head_gradients: bool = False):
+                 scale_head_gradients: bool = False, amp: torch.dtype | None = None,
+                 channels_last: bool = False):
         self.net, self.schedule, self.updaters = net, schedule, updaters
         self.scale_head = scale_head_gradients
+        self.device = torch.device(device)
+        self.amp, self.channels_last = amp, channels_last
         self.stops = stop_blobs(net, schedule)
         self.main = self._compile(schedule.outputs(), seed, dtype, device)
         self.modules = {frozenset(schedule.outputs()): self.main}
@@ -85,7 +88,20 @@ class Executor:
         outputs = list(dict.fromkeys(loss_tops(self.net, sorted(losses)) + self.stops))
         compiled = compile_net(self.net, outputs=outputs, seed=seed, dtype=dtype)
         compiled.module.to(device)
+        if self.channels_last:
+            compiled.module.to(memory_format=torch.channels_last)
         return compiled
+
+    def forward(self, module, batch: dict) -> dict:
+        """One forward, under autocast and in channels_last when the solver asks for them."""
+        if self.channels_last:
+            batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                     for k, v in batch.items()}
+        if self.amp is None:
+            return run_module(module, batch)
+        with torch.autocast(self.device.type, dtype=self.amp):
+            out = run_module(module, batch)
+        return {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
 
     # -- one iteration ------------------------------------------------------------------
     def iteration(self, batches: list[dict], it: int, weights: dict[str, float]) -> StepResult:
@@ -114,7 +130,7 @@ class Executor:
 
     def _run(self, step, rest, batch, out, grads, it, weights, seen, repeat):
         if isinstance(step, Forward):
-            out = run_module(self.modules[frozenset(step.losses)].module, batch)
+            out = self.forward(self.modules[frozenset(step.losses)].module, batch)
             self._gate(out)
             by = {l.layer: l for l in self.net.losses}
             for name in step.losses:       # Caffe's weighting: sum_j loss_weight_j * top_j

@@ -56,6 +56,24 @@ def pick_device(param, override: str | None = None) -> torch.device:
     return torch.device(f"cuda:{index}")
 
 
+AMP = {"": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_dtype(param, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` ("", "bf16" or "fp16"; fp16 only on CUDA).
+
+    Autocast runs the forward in reduced precision; gradients and updates stay float32.
+    fp16 is used without loss scaling, so prefer bf16.
+    """
+    if param.amp not in AMP:
+        raise NetspecError([Diagnostic("E0600", f"unknown amp setting '{param.amp}'",
+                                       help=['use amp: "bf16" or amp: "fp16" (CUDA only)'])])
+    if param.amp == "fp16" and device.type != "cuda":
+        raise NetspecError([Diagnostic("E0600", 'amp: "fp16" needs a CUDA device',
+                                       help=['use amp: "bf16" on the CPU'])])
+    return AMP[param.amp]
+
+
 class Solver:
     """Trains the net a solver file names with the solver's BP mode, update rule and schedule."""
 
@@ -73,7 +91,8 @@ class Solver:
         self.schedule = build_schedule(self.net, p)
         self.executor = Executor(self.net, self.schedule, self._updaters(), seed=self.seed,
                                  device=self.device,
-                                 scale_head_gradients=p.multiway_param.scale_head_gradients)
+                                 scale_head_gradients=p.multiway_param.scale_head_gradients,
+                                 amp=amp_dtype(p, self.device), channels_last=p.channels_last)
         self.tests = [self._test_net(src, state, input_shapes) for src, state in self.spec.tests]
         self._workers = num_workers
         self.feed = self._feeder(self.net, caffe_pb2.TRAIN, self.seed)
