@@ -92,7 +92,8 @@ def test_convert_writes_standalone_code_with_bit_identical_outputs(tmp_path, cap
     out = tmp_path / "small_model.py"
     assert main(["convert", str(path), "-o", str(out)]) == 0
     # the generated file runs in a fresh interpreter without netspec importable
-    probe = f"import sys; sys.path = [p for p in sys.path if 'main' not in p]; exec(open({str(out)!r}).read())"
+    # sys.modules[...] = None makes any `import netspec` raise ImportError
+    probe = f"import sys; sys.modules['netspec'] = None; exec(open({str(out)!r}).read())"
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=tmp_path)
     spec = importlib.util.spec_from_file_location("small_model", out)
     mod = importlib.util.module_from_spec(spec)

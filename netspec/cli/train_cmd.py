@@ -27,7 +27,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    solver = Solver(args.solver, device=args.gpu, input_shapes=dict(args.input_shape), jsonl=args.log)
+    solver = Solver(args.solver, device=args.gpu, input_shapes=dict(args.input_shape), jsonl=args.log,
+                    flush_denormal=True)
     if args.weights:
         missing = load_weights(solver.module, read_snapshot(args.weights)["weights"], args.weights)
         if missing:

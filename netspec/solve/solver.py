@@ -78,12 +78,14 @@ class Solver:
     """Trains the net a solver file names with the solver's BP mode, update rule and schedule."""
 
     def __init__(self, path: str | Path, *, device: str | None = None, input_shapes: dict | None = None,
-                 log=None, jsonl: str | Path | None = None, num_workers: int | None = None):
+                 log=None, jsonl: str | Path | None = None, num_workers: int | None = None,
+                 flush_denormal: bool = False):
         self.spec = read_solver(path, input_shapes)
         self.param = p = self.spec.param
         self.seed = p.random_seed if p.random_seed >= 0 else random.randrange(2**31)
         _seed_everything(self.seed)
-        _fast_float_mode()
+        if flush_denormal:      # process-wide, so only where the caller owns the process (the CLI)
+            _fast_float_mode()
         self.device = pick_device(p, device)
         self.log = log or (lambda line: print(line, flush=True))
         self.jsonl = open(jsonl, "a") if jsonl else None
