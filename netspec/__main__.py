@@ -1,5 +1,7 @@
+"""``python -m netspec``: the same as the ``netspec`` command."""
 import sys
 
 from .cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

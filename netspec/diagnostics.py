@@ -52,6 +52,9 @@ CODES = {
     # tools
     "E0800": "wrong kind of file or unsupported output format",
     "E0801": "CUDA requested but not available",
+    "E0802": "command-line usage error",
+    # distributed training
+    "E0900": "a rank of a distributed job failed or timed out",
     # warnings
     "W0300": "layer reaches no loss",
     "W0303": "duplicate layer name",

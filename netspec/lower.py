@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .dialects import fork_type_note
 from .diagnostics import Diagnostics, did_you_mean
 from .graph import Blob, LayerNode, NetGraph
 from .layers import REGISTRY, LayerError, known_types
@@ -110,7 +111,7 @@ def _make_node(src: NetSource, lp, path, index, state, diags, key: str) -> Layer
     if cls is None:
         diags.error("E0304", f"unknown layer type '{lp.type}'", src.span(path + ("type",)),
                     help=did_you_mean(lp.type, known_types()),
-                    notes=["known types: " + ", ".join(known_types())])
+                    notes=[n for n in (fork_type_note(lp.type),) if n] + ["known types: " + ", ".join(known_types())])
         return None
     try:
         impl = cls(lp, state.phase)

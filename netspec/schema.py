@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.descriptor import FieldDescriptor as FD
 
+from .dialects import fork_param_note
 from .diagnostics import Diagnostics, Span, did_you_mean
 from .syntax import ListValue, Message, Scalar
 
@@ -118,7 +119,10 @@ class _Filler:
         names = list(desc.fields_by_name)
         help_ = did_you_mean(f.name, names)
         notes = []
-        if f.name.endswith("_param") and desc.name == "LayerParameter":
+        fork = fork_param_note(f.name) if desc.name == "LayerParameter" else None
+        if fork:                         # a known fork's block: name it, no misleading suggestion
+            notes, help_ = [fork], ["remove the layer, or replace it with BVLC layers"]
+        elif f.name.endswith("_param") and desc.name == "LayerParameter":
             notes.append("this parameter block is not part of BVLC Caffe 1.0; it may come from a "
                          "fork (for example SSD's prior_box_param) that netspec does not support")
         if not help_:

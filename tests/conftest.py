@@ -27,3 +27,17 @@ def repo_cwd(monkeypatch):
     """Run with the repository root as working directory (paths in goldens are relative)."""
     monkeypatch.chdir(REPO)
     return REPO
+
+
+@pytest.fixture(autouse=True)
+def _process_wide_torch_settings():
+    """Scripts run in-process (benchmarks, experiments) may set torch's thread count; put it
+    back so later tests neither crawl on one thread nor depend on the order they run in.
+    Flushing denormals must never leak: hypothesis refuses to run with it on."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+    from netspec.solve.solver import _flushing_denormals
+    assert not _flushing_denormals(), "a test left torch flushing denormals process-wide"

@@ -50,11 +50,14 @@ def build(case_dir: Path, case: dict):
     """Check and compile the case's net with every blob as an output; load its weights."""
     _, src = load(case_dir / "net.prototxt")
     net = check_net(src, NetState.of(case["phase"]))
-    latest = {}
+    latest, first = {}, _first_versions(net)
     for node in net.graph.layers():
         for b in node.tops:
             latest[b.name] = b
-    compiled = compile_net(net, outputs=list(latest.values()), seed=0)
+    # first versions too: an in-place chain's diff in Caffe is the gradient of its first version
+    wanted = list(latest.values()) + [b for b in first.values() if b not in latest.values()]
+    compiled = compile_net(net, outputs=wanted, seed=0)
+    compiled.oracle_outputs, compiled.oracle_latest = wanted, latest
     copy_blobs(compiled, read_caffemodel(case_dir / "weights.caffemodel"))
     return net, compiled
 
@@ -72,9 +75,8 @@ def run_case(case_dir: Path) -> list[Mismatch]:
         t = torch.from_numpy(inputs[name].copy())
         t.requires_grad_(name in with_diff)
         args[name] = t
-    first = _first_versions(net)
     retained = {}
-    out = _forward(module, compiled, args, first, retained)
+    out = _forward(module, compiled, args, _first_versions(net), retained)
     bad: list[Mismatch] = []
     fwd = np.load(case_dir / "forward.npz")
     tol_f = case["tolerance"]["forward"]
@@ -102,11 +104,17 @@ def _first_versions(net) -> dict:
 
 
 def _forward(module, compiled, args, first, retained):
-    """Run forward; keep the first version of every blob for its diff (Caffe in-place rule)."""
-    gen = compiled.generated
-    # the first version's value is needed for diffs of in-place blobs: ask the module for it
+    """Run forward; return the latest version of every blob by name, and keep the first
+    version in ``retained`` (its grad retained) for the blob's diff: Caffe's in-place
+    layers overwrite one diff, which ends up as the gradient of the first version."""
     result = module(**args)
-    out = {name: result[name] for name in gen.outputs}
+    out = {}
+    for key, blob in zip(compiled.generated.outputs, compiled.oracle_outputs):
+        if blob == compiled.oracle_latest[blob.name]:
+            out[blob.name] = result[key]
+        if blob == first.get(blob.name) and result[key].requires_grad:
+            result[key].retain_grad()
+            retained[blob.name] = result[key]
     for name, t in args.items():
         out.setdefault(name, t)
     return out
@@ -141,12 +149,7 @@ def _backward(case_dir, case, compiled, out, args, retained, bad) -> None:
     for key in bwd.files:
         kind, rest = key.split("/", 1)
         if kind == "blob":
-            if rest in args and args[rest].requires_grad:
-                g = args[rest].grad
-                actual = np.zeros_like(bwd[key]) if g is None else g.numpy()
-                ok, msg = close(actual, bwd[key], tol)
-                if not ok:
-                    bad.append(Mismatch(f"diff {rest}", msg))
+            _blob_diff(rest, bwd[key], args, retained, tol, bad, seeded=tops)
             continue
         layer, i = rest.rsplit("/", 1)
         bkey = compiled.blob_key(layer, int(i))
@@ -160,3 +163,20 @@ def _backward(case_dir, case, compiled, out, args, retained, bad) -> None:
         ok, msg = close(actual, bwd[key], tol)
         if not ok:
             bad.append(Mismatch(f"param diff {rest}", msg))
+
+
+def _blob_diff(name, expected, args, retained, tol, bad, seeded) -> None:
+    """A blob's diff: an input's grad, or the grad of the blob's first version.  A blob
+    outside autograd keeps what Caffe would leave in its diff: the seeded top diff for an
+    output (e.g. Pooling's mask top, which no backward writes), zeros otherwise."""
+    t = args.get(name) if name in args else retained.get(name)
+    g = None if t is None else t.grad
+    if g is not None:
+        actual = g.detach().numpy()
+    elif name in seeded.files:
+        actual = seeded[name]
+    else:
+        actual = np.zeros_like(expected)
+    ok, msg = close(actual, expected, tol)
+    if not ok:
+        bad.append(Mismatch(f"diff {name}", msg))

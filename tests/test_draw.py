@@ -140,6 +140,16 @@ def test_python_layout_has_no_overlaps_and_edges_follow_rankdir(rankdir):
         assert all(a[axis] <= b[axis] for a, b in zip(e.points, e.points[1:]))
 
 
+def test_png_holds_the_whole_legend(tmp_path, no_graphviz):
+    """Text is measured at the size it is drawn at: the widest schedule line ends inside the image."""
+    from PIL import Image, ImageOps
+    drawing = load_drawing(str(RELAY), bp_mode="RELAY")
+    with Image.open(write(drawing, tmp_path / "r.png")) as img:
+        top = ImageOps.invert(img.convert("L").crop((0, 0, img.width, 700)))
+        right = top.getbbox()[2]                                 # rightmost non-white column
+        assert right <= img.width - 10, (right, img.width)
+
+
 def test_in_place_layers_are_stacked_in_the_blob_chain():
     d = load_drawing(str(RELAY), bp_mode="RELAY")
     into = {(e.src, e.dst): e.label for e in d.edges}

@@ -177,6 +177,106 @@ def test_multiway_scale_head_gradients_option():
         np.testing.assert_allclose(v, W[k], rtol=0, atol=1e-10, err_msg=k)
 
 
+
+# ----------------------------------------------- per-layer VJP reference (small conv net)
+CONV = """name: "convmw"
+layer { name: "data" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 4 dim: 2 dim: 6 dim: 6 } shape { dim: 4 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "c1"
+  convolution_param { num_output: 3 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.4 } bias_filler { type: "uniform" min: -0.1 max: 0.1 } } }
+layer { name: "relu1" type: "ReLU" bottom: "c1" top: "c1" }
+layer { name: "conv2" type: "Convolution" bottom: "c1" top: "c2"
+  convolution_param { num_output: 3 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.4 } bias_filler { type: "uniform" min: -0.1 max: 0.1 } } }
+layer { name: "relu2" type: "ReLU" bottom: "c2" top: "c2" }
+layer { name: "ipa" type: "InnerProduct" bottom: "c2" top: "za"
+  inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "loss_aux" type: "SoftmaxWithLoss" bottom: "za" bottom: "label" top: "loss_aux" loss_weight: 0.3 }
+layer { name: "conv3" type: "Convolution" bottom: "c2" top: "c3"
+  convolution_param { num_output: 3 kernel_size: 3 stride: 2 weight_filler { type: "gaussian" std: 0.4 } } }
+layer { name: "relu3" type: "ReLU" bottom: "c3" top: "c3" }
+layer { name: "ip3" type: "InnerProduct" bottom: "c3" top: "z3"
+  inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "z3" bottom: "label" top: "loss" }
+"""
+# (layer, kind, bottom, top, stride, pad); a conv's ReLU turns top z<k> into c<k>
+CONV_LAYERS = [("conv1", "conv", "x", "z1", 1, 1), ("conv2", "conv", "c1", "z2", 1, 1),
+               ("conv3", "conv", "c2", "z3c", 2, 0), ("ipa", "ip", "c2", "za", 0, 0),
+               ("ip3", "ip", "c3", "z3", 0, 0)]
+CONV_PATHS = {"loss_aux": ["ipa", "conv2", "conv1"], "loss": ["ip3", "conv3", "conv2", "conv1"]}
+
+
+def conv_layer(kind, x, w, b, stride, pad):
+    if kind == "ip":
+        return F.linear(x.flatten(1), w, b)
+    return F.conv2d(x, w, b, stride=stride, padding=pad)
+
+
+def conv_forward(W, x):
+    A = {"x": x}
+    for name, kind, bottom, top, stride, pad in CONV_LAYERS:
+        A[top] = conv_layer(kind, A[bottom], W[f"{name}/0"], W[f"{name}/1"], stride, pad)
+        if kind == "conv":
+            A["c" + top[1]] = torch.relu(A[top])
+    return A
+
+
+def conv_backward(loss, W, A, y):
+    """One loss's gradients, layer by layer: each VJP at the STORED bottom activation and
+    the CURRENT weights, ReLU masks from the stored pre-activations (Algorithm 1)."""
+    spec = {c[0]: c[1:] for c in CONV_LAYERS}
+    head = CONV_PATHS[loss][0]
+    diff = torch.from_numpy(softmax_grad(A[spec[head][2]].numpy(), y))   # d(loss)/d(head top)
+    g = {}
+    for name in CONV_PATHS[loss]:
+        kind, bottom, top, stride, pad = spec[name]
+        if kind == "conv":
+            diff = diff * (A[top] > 0)
+        _, vjp = torch.func.vjp(lambda inp, w, b: conv_layer(kind, inp, w, b, stride, pad),
+                                A[bottom], W[f"{name}/0"], W[f"{name}/1"])
+        d_bottom, g[f"{name}/0"], g[f"{name}/1"] = vjp(diff)
+        diff = d_bottom
+    return g
+
+
+def reference_conv_multiway(W, data, order, shared=True):
+    gammas = {"loss_aux": F32(0.3), "loss": 1.0}
+    V = {name: {} for name in order}
+    for batch in data:
+        x, y = batch["data"], batch["label"].numpy()
+        A = conv_forward(W, x)
+        for name in order:
+            if not shared:
+                A = conv_forward(W, x)
+            g = conv_backward(name, W, A, y)
+            head = CONV_PATHS[name][0]
+            g = {k: v if k.startswith(head + "/") else gammas[name] * v for k, v in g.items()}
+            for k in g:                 # Caffe SGD: v = mu*v + lr*(g + decay*w); w -= v
+                d = g[k] + F32(DECAY) * W[k]
+                V[name][k] = F32(MU) * V[name].get(k, 0) + F32(LR) * d
+                W[k] = W[k] - V[name][k]
+    return W
+
+
+@pytest.mark.parametrize("order, shared", [
+    (("loss_aux", "loss"), True), (("loss", "loss_aux"), True),
+    (("loss_aux", "loss"), False), (("loss", "loss_aux"), False)])
+def test_multiway_matches_algorithm_1_on_a_conv_net(order, shared):
+    kw = {"shared_forward": shared}
+    if order[0] == "loss":
+        kw["order"] = caffe_pb2.MultiwayParameter.DEEP_TO_SHALLOW
+    ex = executor(CONV, solver("MULTIWAY", **kw))
+    W = {k: v.detach().clone() for k, v in ex.params.items()}
+    g = torch.Generator().manual_seed(1)
+    data = [{"data": torch.randn(4, 2, 6, 6, generator=g, dtype=torch.float64),
+             "label": torch.randint(0, 3, (4,), generator=g).double()} for _ in range(3)]
+    for it, b in enumerate(data):
+        ex.iteration([b], it, {})
+    ref = reference_conv_multiway(W, data, order, shared)
+    assert set(ref) == set(ex.params)
+    for k, v in ex.params.items():
+        np.testing.assert_allclose(v.detach().numpy(), ref[k].numpy(), rtol=0, atol=1e-10, err_msg=k)
+
+
 # ------------------------------------------------------------------ JOINT and RELAY
 def grads_of(ex, batch, mode_steps):
     """Run the schedule's forward/backward steps only and return the accumulated gradients."""

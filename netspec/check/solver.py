@@ -142,6 +142,12 @@ def _check_values(spec: SolverSpec, diags: Diagnostics) -> None:
         bad("stepvalue", "stepvalue entries must increase")
     if policy == "poly" and p.max_iter <= 0:
         bad("lr_policy", "lr_policy 'poly' needs a positive max_iter")
+    if p.HasField("solver_type") and p.HasField("type"):     # Caffe's UpgradeSolverType CHECK
+        bad("solver_type", "the solver gives both solver_type (the V1 enum) and type; Caffe refuses that",
+            ["keep only `type`"])
+    elif p.HasField("solver_type"):
+        diags.warning("W0501", f"solver_type is the deprecated V1 enum; read as type: \"{spec.type}\"",
+                      at(("solver_type",)), help=["`netspec upgrade FILE` prints the current form"])
     if spec.type not in SOLVER_TYPES:
         bad("type", f"unknown solver type '{spec.type}'",
             did_you_mean(spec.type, SOLVER_TYPES) + ["valid: " + ", ".join(SOLVER_TYPES)])

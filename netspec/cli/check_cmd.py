@@ -6,7 +6,7 @@ the line under it shows bottoms -> tops.  A solver file is validated together
 with every net it names.
 
 examples:
-  netspec check models/digits/train_val.prototxt
+  netspec check models/digits/deep_plain.prototxt
   netspec check deploy.prototxt --phase TEST
   netspec check train_val.prototxt --input-shape data=10,3,227,227
   netspec check models/digits/solver_relay.prototxt

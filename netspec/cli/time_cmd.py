@@ -19,15 +19,16 @@ from ..diagnostics import Diagnostics
 from ..lower import NetState
 from ..tools.draw import solver_for
 from ..tools.timing import format_table, time_net
+from .main import add_gpu_option, add_state_options, device_of, positive_int
 
 
 def add_arguments(p) -> None:
     p.add_argument("file", help="the net (.prototxt), or a solver file naming it")
     p.add_argument("--solver", metavar="S", help="also time one scheduled iteration per BP mode")
-    p.add_argument("--iterations", type=int, default=50, metavar="N", help="timed iterations (default 50)")
+    p.add_argument("--iterations", type=positive_int, default=50, metavar="N",
+                   help="timed iterations (default 50)")
     p.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed iterations first (default 5)")
-    p.add_argument("--gpu", action="store_true", help="time on CUDA with CUDA events")
-    from .main import add_state_options
+    add_gpu_option(p)
     add_state_options(p)
 
 
@@ -47,6 +48,6 @@ def run(args) -> int:
         src, state = obj, None
     state = NetState.of(args.phase or (state.phase_name if state else "TRAIN"), args.level, args.stage)
     net = check_net(src, state, dict(args.input_shape))
-    timing = time_net(net, max(1, args.iterations), max(0, args.warmup), args.gpu, solver)
+    timing = time_net(net, max(1, args.iterations), max(0, args.warmup), device_of(args.gpu), solver)
     print(format_table(timing), end="")
     return 0

@@ -9,34 +9,64 @@ examples:
   netspec train --solver models/digits/solver_multiway.prototxt
   netspec train --solver solver.prototxt --snapshot digits_multiway_iter_300.netspec
   netspec train --solver solver.prototxt --gpu 0 --log train.jsonl
+  netspec train --solver solver.prototxt --weights bvlc_reference.caffemodel
+  torchrun --nproc_per_node 2 -m netspec train --solver solver.prototxt --auto-resume
+  (data-parallel: batch_size is the global batch; see docs/distributed.md)
 """
 from __future__ import annotations
 
-from ..solve.solver import Solver, load_weights, read_snapshot
-from .main import add_state_options
+import sys
+
+from ..diagnostics import Diagnostic, NetspecError
+from ..solve import distributed
+from ..solve.solver import Solver
+from .main import add_gpu_option, add_state_options
+from .progress import training_progress
 
 
 def add_arguments(p) -> None:
     p.add_argument("--solver", required=True, help="the solver .prototxt")
-    p.add_argument("--weights", help="initialise from a netspec snapshot (by layer name)")
+    p.add_argument("--weights", help="initialise from a.caffemodel[,b.caffemodel] (copied by layer "
+                   "name, as Caffe) or a netspec snapshot")
     p.add_argument("--snapshot", help="resume from this snapshot (.netspec)")
-    p.add_argument("--gpu", help="GPU id, 'all', or 'cpu' (overrides solver_mode)")
+    add_gpu_option(p)                   # overrides the solver's solver_mode
     p.add_argument("--log", help="also write the log as JSON lines to this file")
-    p.add_argument("--iterations", type=int, help="stop after this many iterations (default max_iter)")
+    p.add_argument("--iterations", type=int, metavar="N", help="stop after this many iterations (default max_iter)")
+    p.add_argument("--auto-resume", action="store_true", help="resume from the newest snapshot of "
+                   "snapshot_prefix, if any (always on after a torchrun restart)")
+    p.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm uses the "
+                   "statistics of the global batch")
+    p.add_argument("--dist-timeout", type=float, metavar="S", help="under torchrun: seconds a rank "
+                   "waits for the others before failing (default $NETSPEC_DIST_TIMEOUT or 300)")
+    p.add_argument("--bucket-mb", type=float, default=distributed.BUCKET_MB, metavar="MB",
+                   help="under torchrun: gradient all-reduce bucket size (default 25, as DDP)")
     add_state_options(p)
 
 
 def run(args) -> int:
-    solver = Solver(args.solver, device=args.gpu, input_shapes=dict(args.input_shape), jsonl=args.log,
-                    flush_denormal=True)
+    if args.weights and args.snapshot:    # as caffe train: resuming restores weights itself
+        raise NetspecError([Diagnostic("E0802", "give either --weights or --snapshot, not both",
+                                       help=["--snapshot resumes training; --weights starts it "
+                                             "from pretrained weights"])])
+    if args.gpu == "all" and not distributed.launched() and distributed.gpu_count() > 1:
+        return distributed.spawn_all_gpus(sys.argv[1:])
+    if distributed.launched():
+        return distributed.run_rank(args, _train)
+    return _train(args, Solver(args.solver, device=args.gpu, input_shapes=dict(args.input_shape),
+                               jsonl=args.log, flush_denormal=True))
+
+
+def _train(args, solver) -> int:
     if args.weights:
-        missing = load_weights(solver.module, read_snapshot(args.weights)["weights"], args.weights)
-        if missing:
-            solver.log(f"note: {len(missing)} blobs were not in {args.weights} and keep their fillers")
+        solver.copy_weights(args.weights)
     if args.iterations is not None:
         solver.param.max_iter = args.iterations
+    resume = args.snapshot
+    if not resume and (args.auto_resume or distributed.restarted()):
+        resume = solver.latest_snapshot()      # None: nothing to resume, start afresh
     try:
-        solver.solve(resume=args.snapshot)
+        with training_progress(solver):
+            solver.solve(resume=resume)
     except KeyboardInterrupt:
         return 130
     return 0

@@ -55,9 +55,10 @@ def load_generated(gen: Generated, tag: str) -> type:
 
 
 def compile_net(net: CheckedNet, outputs: list[Blob] | None = None, seed: int | None = None,
-                dtype: torch.dtype | None = None) -> Compiled:
-    """Build the module for ``net`` (only what ``outputs`` need) and run Caffe's fillers."""
-    gen = generate(net, outputs)
+                dtype: torch.dtype | None = None, fuse: bool = False) -> Compiled:
+    """Build the module for ``net`` (only what ``outputs`` need) and run Caffe's fillers;
+    ``fuse`` as in ``codegen.generate`` (BatchNorm + Scale in one kernel)."""
+    gen = generate(net, outputs, fuse=fuse)
     cls = load_generated(gen, f"{net.source.path}:{net.state.phase_name}")
     module = cls()
     compiled = Compiled(module, gen, net)

@@ -91,9 +91,9 @@ class LayerStream:
     """One data layer's endless batches."""
 
     def __init__(self, net, node, index: int, phase: int, seed: int,
-                 num_workers: Optional[int], pin_memory: bool):
+                 num_workers: Optional[int], pin_memory: bool, shard: tuple[int, int] = (0, 1)):
         self.site = LayerSite.of(net, node)
-        self.node, self.index, self.seed = node, index, seed
+        self.node, self.index, self.seed, self.shard = node, index, seed, shard
         self.source = SOURCES[node.type](node.lp, phase, self.site)
         self.transform = Transformer(effective_transform(node.lp, self.source.p), phase, self.site)
         self.rules = label_rules(net, node)
@@ -143,7 +143,7 @@ class LayerStream:
 
     def loader(self) -> DataLoader:
         reader = BatchReader(self.source, self.transform, self.rules, (self.seed, self.index, 1))
-        plan = samplers.BatchPlan(self.make_order(), self.source.batch_size)
+        plan = samplers.BatchPlan(self.make_order(), self.source.batch_size, self.shard)
         return DataLoader(reader, batch_size=None, sampler=plan, num_workers=self.num_workers,
                           pin_memory=self.pin_memory)
 
@@ -167,10 +167,12 @@ class Feeder:
 
     ``phase`` defaults to the net's own; it decides random (TRAIN) or centre (TEST)
     crops.  ``num_workers`` None picks per layer; 0 reads in this process.
+    ``shard=(rank, world)`` gives this rank its slice of every global batch
+    (``samplers.BatchPlan``); ``batch_size`` stays the global batch.
     """
 
     def __init__(self, net, phase=None, seed: int = 0, *, num_workers: Optional[int] = None,
-                 pin_memory: Optional[bool] = None):
+                 pin_memory: Optional[bool] = None, shard: tuple[int, int] = (0, 1)):
         phase = net.state.phase if phase is None else phase
         phase = caffe_pb2.Phase.Value(phase.upper()) if isinstance(phase, str) else phase
         pin = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -179,7 +181,8 @@ class Feeder:
             if node.type in UNREADABLE:
                 raise LayerSite.of(net, node).error("E0501", f"netspec cannot read {node.type} layers",
                                                     help=[UNREADABLE[node.type]])
-        self.streams = {node.name: LayerStream(net, node, k, phase, seed, num_workers, pin)
+        self.shard = shard
+        self.streams = {node.name: LayerStream(net, node, k, phase, seed, num_workers, pin, shard)
                         for k, node in enumerate(nodes) if node.type in SOURCES}
 
     @property
@@ -192,7 +195,16 @@ class Feeder:
         return {name: len(s.source) for name, s in self.streams.items()}
 
     def batch_sizes(self) -> dict[str, int]:
+        """Global batch sizes (what the prototxt says), per data layer."""
         return {name: s.source.batch_size for name, s in self.streams.items()}
+
+    def shard_fractions(self) -> dict[str, float]:
+        """The part of each global batch this rank reads, per data layer (1.0 unsharded)."""
+        out = {}
+        for name, s in self.streams.items():
+            lo, hi = samplers.shard_bounds(s.source.batch_size, self.shard)
+            out[name] = (hi - lo) / s.source.batch_size
+        return out
 
     def set_memory_data(self, layer: str, data, labels=None) -> None:
         """Give a MemoryData layer its records; its stream restarts at record 0 (Caffe's Reset)."""

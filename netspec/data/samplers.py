@@ -62,16 +62,30 @@ def class_aware(labels: np.ndarray, rng: np.random.Generator) -> Iterator[int]:
 ORDERS = {"SEQUENTIAL": sequential, "SHUFFLE": shuffled}
 
 
+def shard_bounds(batch_size: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """The slice [lo, hi) of a global batch that rank ``shard[0]`` of ``shard[1]`` reads."""
+    rank, world = shard
+    return rank * batch_size // world, (rank + 1) * batch_size // world
+
+
 class BatchPlan:
     """Endless (draw, indices) batches over an order; ``draw`` counts records drawn
     before the batch, so per-record randomness can be seeded by (seed, draw + k)
-    identically whichever worker reads the batch."""
+    identically whichever worker reads the batch.
 
-    def __init__(self, make_order, batch_size: int):
+    ``shard=(rank, world)``: data-parallel training.  Every rank walks the same
+    global order (same seed) and keeps its own contiguous slice of each global
+    batch, so the ranks together see exactly the batches one process would, and a
+    record's random crop/mirror is the one it would get in one process.
+    """
+
+    def __init__(self, make_order, batch_size: int, shard: tuple[int, int] = (0, 1)):
         self.make_order, self.batch_size = make_order, batch_size
+        self.lo, self.hi = shard_bounds(batch_size, shard)
 
     def __iter__(self):
         order, draw = self.make_order(), 0
         while True:
-            yield draw, [next(order) for _ in range(self.batch_size)]
+            batch = [next(order) for _ in range(self.batch_size)]
+            yield draw + self.lo, batch[self.lo:self.hi]
             draw += self.batch_size

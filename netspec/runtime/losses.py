@@ -42,16 +42,23 @@ def caffe_log_floor(logp, floor):
 
 def caffe_softmax_loss(x, label, axis=1, ignore_label=None, normalization="VALID"):
     """SoftmaxWithLoss: -sum log softmax(x)[label] / normalizer, as a 0-d tensor."""
-    # Caffe takes log(max(prob, FLT_MIN))
-    logp = caffe_log_floor(F.log_softmax(x, dim=axis), 1.1754943508222875e-38)
     outer = math.prod(x.shape[:axis])
     inner = math.prod(x.shape[axis + 1:])
-    logp = logp.movedim(axis, -1).reshape(outer * inner, x.shape[axis])
-    label = label.detach().reshape(outer * inner).long()
-    valid = torch.ones_like(label, dtype=torch.bool) if ignore_label is None else label != ignore_label
-    picked = logp.gather(1, torch.where(valid, label, 0)[:, None])[:, 0]
-    total = -(picked * valid.to(logp.dtype)).sum()
-    return total / caffe_normalizer(normalization, outer, inner, valid.sum()).to(logp.dtype)
+    # F.cross_entropy wants (N, C) or (N, C, d): Caffe's (outer, channels, inner) view
+    shape = (outer, x.shape[axis]) if inner == 1 else (outer, x.shape[axis], inner)
+    x = x.reshape(shape)
+    label = label.detach().reshape(shape[:1] + shape[2:]).long()
+    # one fused log-softmax + NLL kernel; ignored labels contribute exactly 0, and without
+    # ignore_label the index is one no label can equal, so out-of-range labels still raise
+    nll = F.cross_entropy(x, label, reduction="none",
+                          ignore_index=-(2 ** 63) if ignore_label is None else int(ignore_label))
+    # Caffe takes log(max(prob, FLT_MIN)) in its forward only: clamp the value, keep the gradient
+    nll = nll + (nll.clamp_max(87.33654475055310898657) - nll).detach()
+    if ignore_label is None:        # every label valid: the normaliser is a plain number
+        n = {"FULL": outer * inner, "VALID": outer * inner, "BATCH_SIZE": outer}.get(normalization, 1)
+        return nll.sum() / max(1, n)
+    valid = (label != int(ignore_label)).sum()
+    return nll.sum() / caffe_normalizer(normalization, outer, inner, valid).to(nll.dtype)
 
 
 def caffe_euclidean_loss(a, b):

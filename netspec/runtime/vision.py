@@ -128,14 +128,18 @@ class CaffeBatchNorm(nn.Module):
         self.register_buffer("variance", torch.zeros(channels))
         self.register_buffer("scale_factor", torch.zeros(1))
 
-    def forward(self, x):
+    def forward(self, x, weight=None, bias=None):
+        """Normalise ``x``; ``weight``/``bias`` (per channel) are a following Scale layer's,
+        applied in the same kernel when the compiler fuses the pair."""
+        if x.dim() > 1 and (self.use_global_stats or x.numel() > x.shape[1]):
+            return self._native(x, weight, bias)
         dims = [d for d in range(x.dim()) if d != 1] if x.dim() > 1 else [0]
         shape = [1, -1] + [1] * (x.dim() - 2) if x.dim() > 1 else [-1]
         if self.use_global_stats:
             s = self.scale_factor
             inv = torch.where(s == 0, 0.0, 1 / s)
             mean, var = self.mean * inv, self.variance * inv
-        else:
+        else:               # one value per channel (or a 1-d blob): F.batch_norm refuses it
             mean = x.mean(dims)
             var = ((x - mean.view(shape)) ** 2).mean(dims)
             m = x.numel() // mean.numel()
@@ -143,7 +147,27 @@ class CaffeBatchNorm(nn.Module):
                 self.scale_factor.mul_(self.maf).add_(1)
                 self.mean.mul_(self.maf).add_(mean)
                 self.variance.mul_(self.maf).add_(var * (m / (m - 1) if m > 1 else 1))
-        return (x - mean.view(shape)) / (var.view(shape) + self.eps).sqrt()
+        y = (x - mean.view(shape)) / (var.view(shape) + self.eps).sqrt()
+        y = y if weight is None else y * weight.view(shape)
+        return y if bias is None else y + bias.view(shape)
+
+    def _native(self, x, weight, bias):
+        # The same arithmetic (biased batch variance, eps inside the square root) in
+        # F.batch_norm's native kernels rather than a chain of elementwise ops, which made a
+        # compiled ResNet-56 1.4x slower than nn.BatchNorm2d (issue 8).
+        if self.use_global_stats:
+            s = self.scale_factor
+            inv = torch.where(s == 0, 0.0, 1 / s)
+            return F.batch_norm(x, self.mean * inv, self.variance * inv, weight, bias, False, 0.0, self.eps)
+        # momentum 1 makes the kernel store the batch mean and the unbiased (m/(m-1))
+        # variance, which is what Caffe adds to its sums: no second pass over x.
+        mean, var = self.mean.new_zeros(self.mean.shape), self.variance.new_zeros(self.variance.shape)
+        y = F.batch_norm(x, mean, var, weight, bias, True, 1.0, self.eps)
+        with torch.no_grad():
+            self.scale_factor.mul_(self.maf).add_(1)
+            self.mean.mul_(self.maf).add_(mean)
+            self.variance.mul_(self.maf).add_(var)
+        return y
 
 
 def caffe_broadcast(blob, axis, ndim):
@@ -164,8 +188,10 @@ class CaffeScale(nn.Module):
     def forward(self, x, scale=None):
         scale = self.weight if scale is None else scale
         axis = 0 if scale.dim() == 0 else self.axis
-        y = x * caffe_broadcast(scale, axis, x.dim())
-        return y if self.bias is None else y + caffe_broadcast(self.bias, axis, x.dim())
+        if self.bias is None:
+            return x * caffe_broadcast(scale, axis, x.dim())
+        # one fused op (bias + x * scale) instead of two: a pass less over x each way
+        return torch.addcmul(caffe_broadcast(self.bias, axis, x.dim()), x, caffe_broadcast(scale, axis, x.dim()))
 
 
 class CaffeBias(nn.Module):

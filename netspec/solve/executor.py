@@ -86,7 +86,7 @@ class Executor:
 
     def _compile(self, losses, seed, dtype, device) -> Compiled:
         outputs = list(dict.fromkeys(loss_tops(self.net, sorted(losses)) + self.stops))
-        compiled = compile_net(self.net, outputs=outputs, seed=seed, dtype=dtype)
+        compiled = compile_net(self.net, outputs=outputs, seed=seed, dtype=dtype, fuse=True)
         compiled.module.to(device)
         if self.channels_last:
             compiled.module.to(memory_format=torch.channels_last)
@@ -157,7 +157,7 @@ class Executor:
         params = [self.params[k] for k in step.params]
         self._active_stop = set(step.stop_at)
         try:
-            got = torch.autograd.grad(objective, params, retain_graph=retain, allow_unused=True)
+            got = self._gradients(objective, params, retain)
         finally:
             self._active_stop = set()
         gamma = sum(weights.get(name, 1.0) * w for name in step.losses for _, w in by[name].tops)
@@ -168,6 +168,10 @@ class Executor:
             if key in head:
                 g = g / gamma             # MW-BP: gamma scales segment gradients, not the head's
             grads[key] = grads[key] + g if key in grads else g
+
+    def _gradients(self, objective, params, retain: bool) -> tuple:
+        """d(objective)/d(params), None where unused (the distributed executor overrides this)."""
+        return torch.autograd.grad(objective, params, retain_graph=retain, allow_unused=True)
 
     def _update(self, step: Update, grads, it: int, repeat: int) -> None:
         data = {k: self.data[k] for k in step.params}

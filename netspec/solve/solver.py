@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import time
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -79,19 +81,18 @@ class Solver:
 
     def __init__(self, path: str | Path, *, device: str | None = None, input_shapes: dict | None = None,
                  log=None, jsonl: str | Path | None = None, num_workers: int | None = None,
-                 flush_denormal: bool = False):
+                 flush_denormal: bool = True):
         self.spec = read_solver(path, input_shapes)
         self.param = p = self.spec.param
-        self.seed = p.random_seed if p.random_seed >= 0 else random.randrange(2**31)
+        self.seed = self._choose_seed(p)
         _seed_everything(self.seed)
-        if flush_denormal:      # process-wide, so only where the caller owns the process (the CLI)
-            _fast_float_mode()
+        self.flush_denormal = flush_denormal
         self.device = pick_device(p, device)
         self.log = log or (lambda line: print(line, flush=True))
         self.jsonl = open(jsonl, "a") if jsonl else None
         self.net = check_net(self.spec.train, self.spec.train_state, input_shapes)
         self.schedule = build_schedule(self.net, p)
-        self.executor = Executor(self.net, self.schedule, self._updaters(), seed=self.seed,
+        self.executor = self.executor_class(self.net, self.schedule, self._updaters(), seed=self.seed,
                                  device=self.device,
                                  scale_head_gradients=p.multiway_param.scale_head_gradients,
                                  amp=amp_dtype(p, self.device), channels_last=p.channels_last)
@@ -102,8 +103,17 @@ class Solver:
         self.iter = 0
         self.smoothed: deque = deque(maxlen=max(1, p.average_loss))
         self.history: list[dict] = []
+        self.listeners: list = []         # called with each iteration's record (progress bars)
+        for w in p.weights:                 # Caffe's Solver::Init copies these by layer name
+            self.copy_weights(_resolve_weights(w, self.spec.path))
 
     # -- construction -----------------------------------------------------------------
+    executor_class = Executor       # netspec.solve.distributed swaps in its data-parallel executor
+    shard = (0, 1)                  # (rank, world): this process's slice of every global batch
+
+    def _choose_seed(self, p) -> int:
+        return p.random_seed if p.random_seed >= 0 else random.randrange(2**31)
+
     def _specs(self) -> dict[str, tuple[float, float]]:
         return {f"{n.name}/{i}": (n.impl.lr_mult(i), n.impl.decay_mult(i))
                 for n in self.net.graph.layers() for i in range(len(n.impl.blobs))}
@@ -132,13 +142,30 @@ class Solver:
         if not any(n.impl.is_data and not n.impl.generates and n.type != "Input" for n in net.graph.layers()):
             return None
         from ..data import Feeder
-        return Feeder(net, phase, seed, num_workers=self._workers)
+        return Feeder(net, phase, seed, num_workers=self._workers, shard=self.shard)
 
     def _iters_per_epoch(self) -> int:
         if self.param.iters_per_epoch or self.feed is None:
             return self.param.iters_per_epoch
         records, sizes = self.feed.records(), self.feed.batch_sizes()
         return max(1, max(records[k] // max(1, sizes[k]) for k in records) // max(1, self.param.iter_size))
+
+    def copy_weights(self, path: str | Path) -> list[str]:
+        """Initialise from ``path`` (``a.caffemodel[,b.caffemodel]`` by layer name, as Caffe's
+        CopyTrainedLayersFrom, or a netspec snapshot); test nets get the same layers.
+        Returns (and logs) the layers left with their fillers."""
+        from ..interop.caffemodel import (copy_blobs, is_caffemodel, load_weights_file, preview_names,
+                                          read_caffemodel)
+        missing = load_weights_file(self.executor.main, path)
+        if is_caffemodel(str(path).split(",")[0]):
+            for f in str(path).split(","):
+                table = read_caffemodel(f) if f else {}
+                for _, compiled in self.tests:
+                    copy_blobs(compiled, table, source=f)
+        if missing:
+            self.log(f"note: {path} leaves {len(missing)} layer(s) or blob(s) with their fillers: "
+                     f"{preview_names(missing)}")
+        return missing
 
     # -- training ---------------------------------------------------------------------
     @property
@@ -157,6 +184,10 @@ class Solver:
 
     def step(self, n: int = 1, batches=None) -> list[dict]:
         """Run ``n`` iterations (Caffe's Solver::Step); returns their log records."""
+        with fast_float_mode(self.flush_denormal):
+            return self._steps(n, batches)
+
+    def _steps(self, n: int, batches) -> list[dict]:
         records = []
         for _ in range(n):
             if self._test_due():
@@ -188,6 +219,8 @@ class Solver:
                "seconds": time.perf_counter() - start}
         self.history.append(rec)
         self._emit("train", rec)
+        for listener in self.listeners:
+            listener(rec)
         if self.param.display and self.iter % self.param.display == 0:
             self._display(rec)
         return rec
@@ -238,7 +271,7 @@ class Solver:
             out = run_module(compiled.module, self._to_device(next(feed)) if feed else {})
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v.float().mean() if v.dim() else v)
-        means = {k: v / max(1, n) for k, v in sums.items()}
+        means = self._global_means({k: v / max(1, n) for k, v in sums.items()}, feed)
         self.log(f"Iteration {self.iter}, Testing net (#{index})")
         weights = {t.name: w for l in net.losses for t, w in l.tops}
         for i, (k, v) in enumerate(means.items()):
@@ -248,13 +281,28 @@ class Solver:
         self._emit("test", rec)
         return rec
 
+    def _global_means(self, means: dict, feed) -> dict:
+        """Test outputs over the whole test set (one process: its own figures)."""
+        return means
+
     # -- snapshots --------------------------------------------------------------------
     def snapshot_path(self) -> Path:
         prefix = self.param.snapshot_prefix or Path(self.spec.path).stem
         return Path(f"{prefix}_iter_{self.iter}.netspec")
 
     def snapshot(self, path: str | Path | None = None) -> Path:
-        """Write weights and the full solver state atomically (temp file, then rename)."""
+        """Write weights and the full solver state atomically (temp file, then rename).
+
+        ``snapshot_format: BINARYPROTO`` (or ``HDF5``) in the solver file writes Caffe's
+        ``.caffemodel`` + ``.solverstate`` pair instead (netspec.interop.snapshot); returns
+        the solver state file."""
+        if _caffe_format(self.param):
+            from ..interop.snapshot import write_caffe_snapshot
+            stem = Path(path).with_suffix("") if path else self.snapshot_path().with_suffix("")
+            model, state = write_caffe_snapshot(self, stem)
+            self.log(f"Snapshotting to {model}")
+            self.log(f"Snapshotting solver state to {state}")
+            return state
         path = Path(path) if path else self.snapshot_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {"version": SNAPSHOT_VERSION, "iter": self.iter, "net": self.net.name,
@@ -270,19 +318,53 @@ class Solver:
         self.log(f"Snapshotting to {path}")
         return path
 
+    def latest_snapshot(self) -> Path | None:
+        """The newest snapshot this solver's snapshot_prefix has written (--auto-resume)."""
+        return latest_snapshot(self.snapshot_path())
+
     def restore(self, path: str | Path) -> None:
-        """Resume from a snapshot: weights, iteration, optimizer state per loss, RNG, data position."""
-        state = read_snapshot(path)
-        load_weights(self.module, state["weights"], str(path))
-        self.executor.state = {k: _to_device(v, self.device) for k, v in state["optimizer"].items()}
-        self.iter = state["iter"]
-        self.smoothed.extend(state.get("smoothed", []))
-        _set_rng_state(state["rng"])
+        """Resume from a snapshot: weights, iteration, optimizer state per loss, RNG, data position.
+
+        A Caffe ``.solverstate[.h5]`` restores weights, iteration and history (no RNG state)."""
+        from ..interop.snapshot import is_caffe_solverstate, restore_caffe_snapshot
+        if is_caffe_solverstate(path):
+            restore_caffe_snapshot(self, path)
+        else:
+            state = read_snapshot(path)
+            if "optimizer" not in state:       # netspec.Net.save writes weights only
+                raise NetspecError([Diagnostic("E0700", f"'{path}' holds weights only, no solver state "
+                                               "to resume", help=["initialise from it with --weights"])])
+            load_weights(self.module, state["weights"], str(path))
+            self.executor.state = {k: _to_device(v, self.device) for k, v in state["optimizer"].items()}
+            self.iter = state["iter"]
+            self.smoothed.extend(state.get("smoothed", []))
+            _set_rng_state(state["rng"])
         if self.feed is not None:                      # the data order is a function of the seed
             self.feed = self._feeder(self.net, caffe_pb2.TRAIN, self.seed)
             for _ in range(self.iter * max(1, self.param.iter_size)):
                 next(self.feed)
         self.log(f"Restored from {path} at iteration {self.iter}")
+
+
+def _caffe_format(param) -> bool:
+    """Caffe's snapshot files only when the solver file names a snapshot_format (BINARYPROTO
+    is Caffe's default, but netspec's own format is the default here)."""
+    return param.HasField("snapshot_format")
+
+
+def _resolve_weights(name: str, solver_path: str) -> str:
+    """A solver's ``weights:`` entry (comma-separated files too), found as Caffe finds the net."""
+    from ..check.solver import resolve_path
+    return ",".join(str(resolve_path(f, solver_path) or f) for f in name.split(",") if f)
+
+
+def latest_snapshot(example: Path) -> Path | None:
+    """The snapshot with the highest iteration beside ``example`` (a ``prefix_iter_N`` path)."""
+    stem = re.sub(r"_iter_\d+\.netspec$", "", example.name)
+    pattern = re.compile(re.escape(stem) + r"_iter_(\d+)\.netspec$")
+    found = [(int(m.group(1)), p) for p in example.parent.glob(f"{stem}_iter_*.netspec")
+             if (m := pattern.match(p.name))]
+    return max(found)[1] if found else None
 
 
 def read_snapshot(path: str | Path) -> dict:
@@ -318,10 +400,24 @@ def load_weights(module: torch.nn.Module, weights: dict, source: str) -> list[st
     return [k for k in own if k not in weights]
 
 
-def _fast_float_mode() -> None:
-    """Flush denormals to zero, as Caffe's BLAS builds usually do: plain nets with tiny
-    initialisations otherwise spend most of their time in the CPU's denormal slow path."""
-    torch.set_flush_denormal(True)
+def _flushing_denormals() -> bool:
+    # torch has no getter; a denormal product reads back as zero exactly when flushing is on
+    return (torch.tensor([1e-30], dtype=torch.float32) * 1e-10).item() == 0.0
+
+
+@contextmanager
+def fast_float_mode(enabled: bool = True):
+    """Flush denormals to zero while the block runs, as Caffe's BLAS builds usually do: plain
+    nets with tiny initialisations otherwise spend most of their time in the CPU's denormal
+    slow path.  The flag is process-wide, so the caller's setting is restored afterwards."""
+    before = _flushing_denormals()
+    if enabled and not before:
+        torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if enabled and not before:
+            torch.set_flush_denormal(False)
 
 
 def _seed_everything(seed: int) -> None:

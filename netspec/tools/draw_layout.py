@@ -54,10 +54,20 @@ def font(size: float, bold: bool = False):
     from PIL import ImageFont
     for name in FONT_FILES[bold]:
         try:
-            return ImageFont.truetype(name, round(size))
+            return _truetype(name, size)
         except OSError:
             continue
     return ImageFont.load_default(size=round(size))
+
+
+def _truetype(name: str, size: float):
+    """The font at exactly ``size``, so that boxes measured at 1x fit text drawn at any scale
+    (rounding 10.5 to 10 made the legend overflow the PNG); Pillow < 10.1 takes whole sizes."""
+    from PIL import ImageFont
+    try:
+        return ImageFont.truetype(name, size)
+    except TypeError:
+        return ImageFont.truetype(name, round(size))
 
 
 def text_width(text: str, size: float, bold: bool = False) -> float:

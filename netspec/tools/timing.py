@@ -281,16 +281,17 @@ def module_pass(compiled: Compiled, inputs: dict, clock: Clock, into: dict) -> N
 
 # -- the command's work ---------------------------------------------------------------------
 
-def pick_device(gpu: bool) -> torch.device:
-    if not gpu:
+def pick_device(gpu: bool | str) -> torch.device:
+    """CPU, or CUDA when ``gpu`` is true (True, or a device name such as 'cuda:1')."""
+    if not gpu or gpu == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise NetspecError([Diagnostic("E0801", "--gpu asks for CUDA but no CUDA device is available",
                                        help=["run without --gpu to time on the CPU"])])
-    return torch.device("cuda")
+    return torch.device(gpu if isinstance(gpu, str) else "cuda")
 
 
-def time_net(net: CheckedNet, iterations: int = 50, warmup: int = 5, gpu: bool = False,
+def time_net(net: CheckedNet, iterations: int = 50, warmup: int = 5, gpu: bool | str = False,
              solver=None, seed: int = 0) -> Timing:
     """Average per-layer and total forward/backward milliseconds over ``iterations``."""
     device = pick_device(gpu)

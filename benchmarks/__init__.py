@@ -1,0 +1,1 @@
+"""netspec benchmark suite: `python -m benchmarks.run` writes docs/benchmarks.md."""

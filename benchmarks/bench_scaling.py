@@ -1,0 +1,184 @@
+"""Data-parallel scaling: step time with 1 and 2 processes, per BP mode, and what the
+gradient reductions cost (issue 9).
+
+    python benchmarks/bench_scaling.py [--modes STANDARD JOINT RELAY MULTIWAY] [--iters 30]
+                                       [--threads 1] [--out table.md]
+
+For every mode, on the bundled digits net (12 convolutions, 4 losses, global batch 64):
+
+* ``1 proc``: one process, batch 64;
+* ``2 procs``: two gloo ranks on loopback, 32 each;
+* ``2 alone``: the same two processes side by side, each on its 32-record slice, with
+  no communication at all: the same compute and the same contention for the cores.
+
+Communication fraction = 1 - t(2 alone) / t(2 procs): the part of a data-parallel step
+that exists only because the ranks exchange gradients (measured side by side, so the
+machine's load affects both alike).  ``exposed`` is the time RELAY/MULTIWAY's reducer
+spent blocked waiting for its all-reduces (communication not hidden behind backward).
+``reduced`` counts the gradient values each rank all-reduces per iteration and the
+collectives that carry them: MULTIWAY reduces every loss's scope separately (a parameter
+in k scopes is reduced k times), JOINT reduces the union once.
+Every process runs ``--threads`` torch threads (default 1: one core per rank, as one GPU
+per rank).  Step times are medians over ``--iters`` iterations after 5 warm-up iterations, the
+fastest of ``--rounds`` repeats.  ``all-reduce alone`` times one iteration's gradient
+collectives (same bucket sizes, same two processes) without any compute, and the
+communication fraction divides it by the 2-process step time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODES = ["STANDARD", "JOINT", "RELAY", "MULTIWAY"]
+WARMUP = 5
+
+
+def solver_path(mode: str) -> Path:
+    return ROOT / "models" / "digits" / f"solver_{mode.lower()}.prototxt"
+
+
+# -- one process of a measurement -------------------------------------------------------
+def worker(kind: str, mode: str, iters: int, out: str) -> None:
+    """``kind``: "one" (whole batch), "dist" (a gloo rank), "alone" (a rank's slice, no comm)."""
+    import torch
+    from netspec.solve.solver import Solver
+    torch.set_flush_denormal(True)                 # as `netspec train` does
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if kind == "dist":
+        from netspec.solve.distributed import DistributedSolver, init_from_env
+        solver = DistributedSolver(init_from_env(str(solver_path(mode)), "cpu", 120.0),
+                                   solver_path(mode), log=lambda _: None)
+    else:
+        Alone = type("Alone", (Solver,), {"shard": (rank, world)})
+        solver = Alone(solver_path(mode), log=lambda _: None)
+    solver.step(WARMUP)
+    reducer = getattr(solver.executor, "reducer", None)
+    if reducer is not None:
+        reducer.waited_s = 0.0
+    recs = solver.step(iters)
+    result = {"step_s": statistics.median(r["seconds"] for r in recs),
+              "comm_s": time_collectives(collective_sizes(solver)) if kind == "dist" else None,
+              "exposed_s": reducer.waited_s / iters if kind == "dist" and solver.executor.ddp is None
+              else None,
+              "reduced": reduction_volume(solver) if kind == "dist" else None}
+    if rank == 0:
+        Path(out).write_text(json.dumps(result))
+
+
+def collective_sizes(solver) -> list[int]:
+    """Values per gradient all-reduce in one iteration: DDP's buckets, or one per backward."""
+    from netspec.schedule import Backward
+    ex = solver.executor
+    if ex.ddp is not None:
+        data = ex.ddp._get_ddp_logging_data()
+        return [int(b) // 4 for b in str(data.get("bucket_sizes", "0")).split(",")]   # float32 bytes
+    return [sum(ex.params[k].numel() for k in s.params)
+            for s in ex.schedule.steps if isinstance(s, Backward)]
+
+
+def time_collectives(sizes: list[int], reps: int = 30) -> float:
+    """Median seconds to all-reduce one iteration's gradient buckets, alone (no compute)."""
+    import time
+    import torch
+    import torch.distributed as dist
+    tensors = [torch.zeros(n) for n in sizes]
+    times = []
+    for _ in range(reps):
+        dist.barrier()
+        start = time.perf_counter()
+        for t in tensors:
+            dist.all_reduce(t)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def reduction_volume(solver) -> dict:
+    """Gradient values all-reduced per iteration, and the collectives (buckets) carrying them."""
+    from netspec.schedule import Backward
+    ex = solver.executor
+    if ex.ddp is not None:
+        numel = sum(p.numel() for p in ex.main.module.parameters() if p.requires_grad)
+        buckets = str(ex.ddp._get_ddp_logging_data().get("bucket_sizes", "0")).split(",")
+        return {"values": numel, "collectives": len(buckets)}
+    steps = [s for s in ex.schedule.steps if isinstance(s, Backward)]
+    return {"values": sum(ex.params[k].numel() for s in steps for k in s.params),
+            "collectives": len(steps)}
+
+
+# -- the driver -------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(kind: str, mode: str, procs: int, threads: int, iters: int) -> dict:
+    out = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
+    port, threads = free_port(), str(threads)
+    env = lambda r: {**os.environ, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(procs),
+                     "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": threads}
+    cmd = [sys.executable, __file__, "--worker", kind, mode, str(iters), out]
+    running = [subprocess.Popen(cmd, env=env(r), cwd=ROOT) for r in range(procs)]
+    if any(p.wait() for p in running):
+        raise SystemExit(f"{kind} {mode} failed")
+    result = json.loads(Path(out).read_text())
+    os.unlink(out)
+    return result
+
+
+def best(results: list[dict]) -> dict:
+    """The fastest of repeated measurements (the one least disturbed by other load)."""
+    return min(results, key=lambda r: r["step_s"])
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| mode | 1 proc (ms) | 2 procs (ms) | speed-up | 2 alone (ms) | 1 - alone/2 procs | "
+             "all-reduce alone (ms) | comm fraction | exposed wait (ms) | reduced per iter |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        exposed = f"{r['exposed_s'] * 1e3:.1f}" if r["exposed_s"] is not None else "(DDP)"
+        lines.append(f"| {r['mode']} | {r['one'] * 1e3:.1f} | {r['dist'] * 1e3:.1f} | "
+                     f"{r['one'] / r['dist']:.2f}x | {r['alone'] * 1e3:.1f} | "
+                     f"{1 - r['alone'] / r['dist']:.0%} | {r['comm_s'] * 1e3:.1f} | "
+                     f"{r['comm_s'] / r['dist']:.1%} | {exposed} | "
+                     f"{r['reduced']['values']:,} values in {r['reduced']['collectives']} reductions |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--modes", nargs="+", default=MODES)
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    ap.add_argument("--rounds", type=int, default=2, help="repeat each measurement; keep the fastest")
+    ap.add_argument("--out", help="also write the table (markdown) here")
+    args = ap.parse_args()
+    rows = []
+    for mode in args.modes:
+        one, dist, alone = (best([measure(kind, mode, procs, args.threads, args.iters)
+                                  for _ in range(args.rounds)])
+                            for kind, procs in (("one", 1), ("dist", 2), ("alone", 2)))
+        rows.append({"mode": mode, "one": one["step_s"], "dist": dist["step_s"], "alone": alone["step_s"],
+                     "exposed_s": dist["exposed_s"], "reduced": dist["reduced"], "comm_s": dist["comm_s"]})
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+    text = table(rows)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+    else:
+        main()

@@ -1,0 +1,388 @@
+"""Data-parallel training on torch.distributed, for every BP mode.
+
+``torchrun --nproc_per_node N -m netspec train --solver S`` starts N ranks; each
+reads its own slice of every global batch (``Feeder(shard=...)``: the prototxt's
+``batch_size`` is the *global* batch), computes gradients on it and averages them
+with the other ranks before each update, so N ranks train as one process with
+the same global batch would (see ``docs/distributed.md``).
+
+* STANDARD and JOINT (one forward, one backward, one update) wrap the training
+  module in ``DistributedDataParallel``; the backward runs through
+  ``torch.autograd.backward(inputs=...)`` so DDP's reducer sees it.
+* RELAY and MULTIWAY run several restricted backward passes per forward
+  (``torch.autograd.grad``), and MULTIWAY an update between them, which DDP's
+  one-backward-per-forward reducer cannot follow.  ``GradReducer`` averages each
+  backward's gradients in flat buckets with asynchronous ``all_reduce`` and the
+  executor waits for them only before the update that consumes them: RELAY's
+  reductions overlap the following losses' backward passes.
+* ``--sync-bn`` makes Caffe BatchNorm layers use the global batch statistics.
+* Rank 0 logs and writes snapshots (atomically, then every rank passes a
+  barrier); test phases and logged losses are averaged over all ranks.
+* A collective that fails (a rank died) or waits past the timeout becomes
+  diagnostic E0900 instead of a traceback or a hang.
+"""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..diagnostics import Diagnostic, NetspecError
+from ..runtime.vision import CaffeBatchNorm
+from ..schedule import Backward
+from .executor import Executor, StepResult
+from .solver import Solver, pick_device, read_solver
+
+DDP_MODES = ("STANDARD", "JOINT")        # one forward, one backward: DDP's own reducer fits
+DEFAULT_TIMEOUT_S = 300.0
+BUCKET_MB = 25.0                         # DDP's default bucket_cap_mb
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in the job: rank of world, its device and backend."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+    backend: str
+    timeout_s: float
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return self.rank, self.world
+
+
+def launched() -> bool:
+    """True when torchrun (or anything setting its env vars) started more than one rank."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def timeout_seconds(flag: float | None) -> float:
+    """--dist-timeout, else $NETSPEC_DIST_TIMEOUT, else 300 s."""
+    if flag is not None:
+        return flag
+    return float(os.environ.get("NETSPEC_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+
+
+def init_from_env(solver_path: str, gpu: str | None, timeout_s: float) -> DistContext:
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*).
+
+    NCCL on CUDA (rank on cuda:LOCAL_RANK), gloo on the CPU; the device choice is the
+    solver's (solver_mode, or --gpu) exactly as for one process.
+    """
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    cuda = pick_device(read_solver(solver_path).param, gpu).type == "cuda"
+    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    backend = "nccl" if cuda else "gloo"
+    with failures_as_diagnostics(rank, timeout_s):
+        dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world,
+                                timeout=timedelta(seconds=timeout_s))
+    return DistContext(rank, world, local, device, backend, timeout_s)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextmanager
+def failures_as_diagnostics(rank: int, timeout_s: float):
+    """Turn a failed or timed-out collective into diagnostic E0900 (no traceback, no hang:
+    the process group's timeout bounds every wait)."""
+    try:
+        yield
+    except (dist.DistError, RuntimeError) as exc:
+        if not _is_comm_error(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NetspecError([Diagnostic(
+            "E0900", f"rank {rank}: lost contact with the other ranks (one died, hung or "
+            f"was stopped; timeout {timeout_s:g} s): {first}",
+            help=["torchrun's report names the rank that failed first",
+                  "restart with `netspec train ... --auto-resume` (or torchrun --max-restarts) "
+                  "to continue from the last snapshot"])]) from None
+
+
+def _is_comm_error(exc: BaseException) -> bool:
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc).lower()
+    return any(s in text for s in ("gloo", "nccl", "connection", "timed out", "timeout", "peer"))
+
+
+# -- gradient reduction --------------------------------------------------------------
+@dataclass
+class _Bucket:
+    keys: list
+    shapes: list
+    flat: torch.Tensor
+    work: object
+
+
+class GradReducer:
+    """Averages gradient dicts over the ranks in flat buckets with asynchronous all_reduce.
+
+    ``launch`` starts the collectives and returns at once; ``wait`` blocks until they
+    finish and returns the averaged gradients.  ``waited_s`` totals the time spent
+    blocked in ``wait`` (communication not hidden behind computation).
+    """
+
+    def __init__(self, world: int, bucket_mb: float = BUCKET_MB):
+        self.world, self.bucket_bytes = world, int(bucket_mb * 2**20)
+        self.waited_s = 0.0
+
+    def launch(self, grads: dict) -> list[_Bucket]:
+        buckets, group, size = [], [], 0
+        for key, g in grads.items():
+            if group and (size + g.numel() * g.element_size() > self.bucket_bytes
+                          or g.dtype != grads[group[0]].dtype):
+                buckets.append(self._start(group, grads))
+                group, size = [], 0
+            group.append(key)
+            size += g.numel() * g.element_size()
+        if group:
+            buckets.append(self._start(group, grads))
+        return buckets
+
+    def _start(self, keys: list, grads: dict) -> _Bucket:
+        flat = torch.cat([grads[k].reshape(-1) for k in keys]).div_(self.world)
+        return _Bucket(keys, [grads[k].shape for k in keys], flat, dist.all_reduce(flat, async_op=True))
+
+    def wait(self, buckets: list[_Bucket]) -> dict:
+        start = time.perf_counter()
+        out = {}
+        for b in buckets:
+            b.work.wait()
+            for key, shape, part in zip(b.keys, b.shapes, b.flat.split([s.numel() for s in b.shapes])):
+                out[key] = part.view(shape)
+        self.waited_s += time.perf_counter() - start
+        return out
+
+
+# -- SyncBatchNorm for Caffe's BatchNorm ---------------------------------------------
+class SyncCaffeBatchNorm(CaffeBatchNorm):
+    """Caffe BatchNorm whose batch statistics are those of the global batch.
+
+    Two differentiable all-reduces (sum of x, then sum of squared deviations) give the
+    same mean and variance as one process with the whole batch; the running statistics
+    then update identically on every rank, once per forward.
+    """
+
+    def forward(self, x, weight=None, bias=None):
+        """``weight``/``bias``: a following Scale layer's, when the compiler fuses the pair."""
+        if self.use_global_stats or not dist.is_initialized():
+            return super().forward(x, weight, bias)
+        dims = [d for d in range(x.dim()) if d != 1] if x.dim() > 1 else [0]
+        shape = [1, -1] + [1] * (x.dim() - 2) if x.dim() > 1 else [-1]
+        m = x.numel() // (x.shape[1] if x.dim() > 1 else 1) * dist.get_world_size()
+        mean = dist_fn.all_reduce(x.sum(dims)) / m
+        var = dist_fn.all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / m
+        with torch.no_grad():
+            self.scale_factor.mul_(self.maf).add_(1)
+            self.mean.mul_(self.maf).add_(mean)
+            self.variance.mul_(self.maf).add_(var * (m / (m - 1) if m > 1 else 1))
+        y = (x - mean.view(shape)) / (var.view(shape) + self.eps).sqrt()
+        y = y if weight is None else y * weight.view(shape)
+        return y if bias is None else y + bias.view(shape)
+
+
+def convert_sync_batchnorm(module: torch.nn.Module) -> int:
+    """Make every Caffe BatchNorm of ``module`` synchronised; returns how many.
+
+    The generated module inlines its own copy of the runtime class, so layers are
+    matched by class name, and converted by changing their class: their buffers stay
+    the very tensors the test nets and forward-only sub-modules share.
+    """
+    count = 0
+    for m in module.modules():
+        if type(m).__name__ == "CaffeBatchNorm" and not isinstance(m, SyncCaffeBatchNorm):
+            m.__class__ = SyncCaffeBatchNorm
+            count += 1
+    return count
+
+
+# -- the executor ------------------------------------------------------------------------
+class DistributedExecutor(Executor):
+    """The schedule executor with gradients averaged over the ranks before every update."""
+
+    def __init__(self, ctx: DistContext, *args, sync_bn: bool = False, bucket_mb: float = BUCKET_MB,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ctx, self.sync_bn, self.bucket_mb = ctx, sync_bn, bucket_mb
+        if sync_bn:
+            for compiled in self.modules.values():
+                convert_sync_batchnorm(compiled.module)
+        self.ddp = self._wrap_ddp() if self.schedule.mode in DDP_MODES else None
+        if self.ddp is None:
+            self._broadcast_state(self.main.module, parameters=True)
+        self.reducer = GradReducer(ctx.world, bucket_mb)
+        self.pending: list = []
+
+    def _wrap_ddp(self) -> DistributedDataParallel:
+        module = self.main.module
+        trained = {id(self.params[k]) for s in self.schedule.steps if isinstance(s, Backward)
+                   for k in s.params}
+        unused = any(p.requires_grad and id(p) not in trained for p in module.parameters())
+        ddp = DistributedDataParallel(module, device_ids=[self.ctx.device.index] if self.ctx.device.type
+                                      == "cuda" else None, find_unused_parameters=unused,
+                                      forward_sync_buffers=not self.sync_bn, bucket_cap_mb=self.bucket_mb)
+        ddp.INPUTS = module.INPUTS         # run_module picks the input blobs by these names
+        return ddp
+
+    def _broadcast_state(self, module, parameters: bool) -> None:
+        """Rank 0's parameters (once) and buffers (every forward, as DDP does without
+        SyncBN): the ranks start equal and their BatchNorm statistics stay rank 0's."""
+        tensors = [p.data for p in module.parameters()] if parameters else []
+        tensors += [b for b in module.buffers()]
+        if tensors:
+            flat = torch.cat([t.reshape(-1).to(torch.float64) for t in tensors])
+            dist.broadcast(flat, 0)
+            with torch.no_grad():
+                for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+                    t.copy_(part.view(t.shape))
+
+    def forward(self, module, batch: dict) -> dict:
+        if self.ddp is not None and module is self.main.module:
+            module = self.ddp
+        elif not self.sync_bn:
+            self._broadcast_state(module, parameters=False)
+        return super().forward(module, batch)
+
+    def _gradients(self, objective, params, retain: bool) -> tuple:
+        if self.ddp is None:
+            return super()._gradients(objective, params, retain)
+        # DDP's reducer hooks the parameters' gradient accumulators, which only backward() runs.
+        torch.autograd.backward(objective, inputs=params, retain_graph=retain)
+        got = tuple(p.grad for p in params)
+        for p in params:
+            p.grad = None
+        return got
+
+    def _backward(self, step, out, grads, weights, retain: bool) -> None:
+        if self.ddp is not None:
+            return super()._backward(step, out, grads, weights, retain)
+        local: dict = {}
+        super()._backward(step, out, local, weights, retain)
+        self.pending.append(self.reducer.launch(local))   # in flight during the next backward
+
+    def _update(self, step, grads, it: int, repeat: int) -> None:
+        for buckets in self.pending:
+            for key, g in self.reducer.wait(buckets).items():
+                grads[key] = grads[key] + g if key in grads else g
+        self.pending = []
+        super()._update(step, grads, it, repeat)
+
+    def iteration(self, batches, it: int, weights) -> StepResult:
+        """One iteration; the reported losses are averaged over the ranks (the global batch's)."""
+        result = super().iteration(batches, it, weights)
+        names = sorted(result.losses)
+        values = torch.tensor([result.losses[n] for n in names], dtype=torch.float64,
+                              device=self.ctx.device)
+        dist.all_reduce(values)
+        return StepResult({n: float(v) / self.ctx.world for n, v in zip(names, values.tolist())},
+                          result.outputs)
+
+
+# -- the solver ----------------------------------------------------------------------
+class DistributedSolver(Solver):
+    """``Solver`` on one rank of a data-parallel job (``ctx`` from ``init_from_env``)."""
+
+    def __init__(self, ctx: DistContext, path, *, sync_bn: bool = False, bucket_mb: float = BUCKET_MB,
+                 log=None, jsonl=None, **kwargs):
+        self.ctx = ctx
+        self.shard = ctx.shard
+        self.executor_class = partial(DistributedExecutor, ctx, sync_bn=sync_bn, bucket_mb=bucket_mb)
+        quiet = ctx.rank != 0
+        device = str(ctx.device.index) if ctx.device.type == "cuda" else "cpu"
+        super().__init__(path, device=device, log=(lambda _: None) if quiet else log,
+                         jsonl=None if quiet else jsonl, **kwargs)
+        self._check_batches()
+
+    def _choose_seed(self, p) -> int:
+        """Rank 0's seed for everyone: equal data order (disjoint shards) and equal fillers."""
+        box = [super()._choose_seed(p)]
+        dist.broadcast_object_list(box, 0)
+        return box[0]
+
+    def _check_batches(self) -> None:
+        if self.feed is None:
+            return
+        for layer, size in self.feed.batch_sizes().items():
+            if size % self.ctx.world:
+                raise NetspecError([Diagnostic(
+                    "E0600", f"data layer '{layer}' has batch_size {size}, which {self.ctx.world} "
+                    "ranks cannot share evenly (batch_size is the global batch)",
+                    help=[f"use a batch_size divisible by {self.ctx.world}, or another --nproc_per_node"])])
+
+    def _global_means(self, means: dict, feed) -> dict:
+        """Each rank averaged its slice of every test batch; weight by slice size and sum."""
+        share = min(feed.shard_fractions().values()) if feed is not None else 1.0 / self.ctx.world
+        names = sorted(means)
+        values = torch.tensor([means[n] * share for n in names], dtype=torch.float64,
+                              device=self.ctx.device)
+        dist.all_reduce(values)
+        return dict(zip(names, values.tolist()))
+
+    def snapshot(self, path=None) -> Path:
+        """Rank 0 writes (atomically); every rank waits until the file is in place."""
+        path = super().snapshot(path) if self.ctx.rank == 0 else Path(path or self.snapshot_path())
+        dist.barrier()
+        return path
+
+    def latest_snapshot(self) -> Path | None:
+        """The newest snapshot of snapshot_prefix, as rank 0 sees it (every rank agrees)."""
+        box = [super().latest_snapshot() if self.ctx.rank == 0 else None]
+        dist.broadcast_object_list(box, 0)
+        return box[0]
+
+
+# -- the command line ------------------------------------------------------------------
+def gpu_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def restarted() -> bool:
+    """True in a job torchrun's elastic agent restarted after a failure (--max-restarts)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+
+def run_rank(args, train) -> int:
+    """``netspec train`` on one torchrun rank: join the job, build the solver, ``train(args,
+    solver)``; a failed collective ends this rank with E0900 instead of hanging."""
+    timeout = timeout_seconds(args.dist_timeout)
+    ctx = init_from_env(args.solver, args.gpu, timeout)
+    with failures_as_diagnostics(ctx.rank, timeout):
+        solver = DistributedSolver(ctx, args.solver, sync_bn=args.sync_bn, bucket_mb=args.bucket_mb,
+                                   jsonl=args.log, input_shapes=dict(args.input_shape),
+                                   flush_denormal=True)
+        code = train(args, solver)
+    shutdown()        # only after success: a broken group may not tear down cleanly
+    return code
+
+
+def spawn_all_gpus(argv: list[str]) -> int:
+    """``netspec train --gpu all`` outside torchrun with several GPUs: one rank per GPU,
+    through torchrun's own launcher (elastic agent, standalone rendezvous)."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    n = torch.cuda.device_count()
+    try:
+        torchrun.run(torchrun.parse_args(["--standalone", f"--nproc_per_node={n}", "-m", "netspec", *argv]))
+    except ChildFailedError as e:       # each rank printed its own diagnostic already
+        raise NetspecError([Diagnostic("E0900", f"{len(e.failures)} of {n} ranks failed "
+                                       f"(first: rank {min(e.failures)})")]) from None
+    return 0

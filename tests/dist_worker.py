@@ -1,0 +1,41 @@
+"""One rank of tests/test_distributed.py's 2-rank job, started with torchrun's environment
+variables: ``dist_worker.py OUT ITERS SOLVER[@OPTION,...] ...`` trains each solver ITERS
+iterations, runs its first test net, and rank 0 saves the weights, logged losses and test
+outputs per solver to OUT.  Options: ``sync`` (SyncBN), ``bucket=MB`` (all-reduce bucket
+size), ``fails`` (the solver must be refused: its diagnostic is saved instead)."""
+import sys
+
+import torch
+
+from netspec.diagnostics import NetspecError
+from netspec.solve.distributed import DistributedSolver, init_from_env, shutdown
+
+
+def train(ctx, path: str, options: list[str], iters: int) -> dict:
+    bucket = [float(o.split("=")[1]) for o in options if o.startswith("bucket=")]
+    try:
+        solver = DistributedSolver(ctx, path, sync_bn="sync" in options, log=lambda _: None,
+                                   **({"bucket_mb": bucket[0]} if bucket else {}))
+    except NetspecError as e:
+        if "fails" not in options:
+            raise
+        return {"error": e.diagnostics[0].message}
+    solver.step(iters)
+    return {"weights": {k: v.detach().clone() for k, v in solver.module.state_dict().items()},
+            "losses": [r["losses"] for r in solver.history],
+            "test": solver.test(0)["outputs"] if solver.tests else {}}
+
+
+def main(out: str, iters: int, specs: list[str]) -> None:
+    ctx = init_from_env(specs[0].split("@")[0], "cpu", 60.0)
+    result = {}
+    for spec in specs:
+        path, _, options = spec.partition("@")
+        result[spec] = train(ctx, path, options.split(","), iters)
+    if ctx.rank == 0:
+        torch.save(result, out)
+    shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3:])

@@ -1,0 +1,211 @@
+"""Data-parallel training (issue 9): 2 CPU ranks on gloo over loopback train exactly as one
+process with the same global batch, for every BP mode; a dead rank ends the job with a
+message; a restart resumes from the last snapshot and matches an uninterrupted run."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from netspec.data import samplers
+from netspec.solve.solver import Solver
+
+from conftest import REPO
+
+DIGITS = REPO / "models" / "digits"
+WORKER = Path(__file__).with_name("dist_worker.py")
+MODES = ["STANDARD", "JOINT", "RELAY", "MULTIWAY"]
+PY = sys.executable
+
+
+def small_net(batch_norm: bool) -> str:
+    """Two exits on UCI digits: big enough for scopes and stop_at, small enough for CI."""
+    bn = ('layer { name: "bn1" type: "BatchNorm" bottom: "conv2" top: "conv2" '
+          'batch_norm_param { moving_average_fraction: 0.9 } }\n'
+          'layer { name: "sc1" type: "Scale" bottom: "conv2" top: "conv2" '      # fused into bn1
+          'scale_param { bias_term: true filler { type: "constant" value: 1.5 } } }\n'
+          ) if batch_norm else ""
+    conv = ('layer {{ name: "{n}" type: "Convolution" bottom: "{b}" top: "{n}" '
+            'convolution_param {{ num_output: 8 kernel_size: 3 pad: 1 weight_filler {{ type: "msra" }} '
+            'bias_filler {{ type: "constant" value: 0.1 }} }} }}\n'
+            'layer {{ name: "relu_{n}" type: "ReLU" bottom: "{n}" top: "{n}" }}\n')
+    exit_ = ('layer {{ name: "{e}_pool" type: "Pooling" bottom: "{b}" top: "{e}_pool" '
+             'pooling_param {{ pool: AVE global_pooling: true }} }}\n'
+             'layer {{ name: "{e}_fc" type: "InnerProduct" bottom: "{e}_pool" top: "{e}_fc" '
+             'inner_product_param {{ num_output: 10 weight_filler {{ type: "gaussian" std: 0.1 }} }} }}\n'
+             'layer {{ name: "{e}_loss" type: "SoftmaxWithLoss" bottom: "{e}_fc" bottom: "label" '
+             'top: "{e}_loss" loss_weight: {w} {scope} }}\n'
+             'layer {{ name: "{e}_accuracy" type: "Accuracy" bottom: "{e}_fc" bottom: "label" '
+             'top: "{e}_accuracy" include {{ phase: TEST }} }}\n')
+    return (f'name: "DistDigits"\n'
+            f'layer {{ name: "d" type: "HDF5Data" top: "data" top: "label" include {{ phase: TRAIN }}\n'
+            f'  hdf5_data_param {{ source: "{DIGITS / "train.txt"}" batch_size: 32 shuffle: true }} }}\n'
+            f'layer {{ name: "d" type: "HDF5Data" top: "data" top: "label" include {{ phase: TEST }}\n'
+            f'  hdf5_data_param {{ source: "{DIGITS / "test.txt"}" batch_size: 99 }} }}\n'
+            + conv.format(n="conv1", b="data")
+            + exit_.format(e="exit1", b="conv1", w=0.3, scope="gradient_scope { max_depth: 2 }")
+            + conv.format(n="conv2", b="conv1") + bn
+            + exit_.format(e="main", b="conv2", w=1, scope='gradient_scope { stop_at: "conv1" }'))
+
+
+def write_solver(d: Path, mode: str, batch_norm: bool = False, **fields) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "net.prototxt").write_text(small_net(batch_norm))
+    values = {"base_lr": 0.1, "momentum": 0.9, "lr_policy": '"fixed"', "max_iter": 3, "display": 0,
+              "random_seed": 5, "snapshot": 0, "snapshot_after_train": "false", "solver_mode": "CPU",
+              "test_iter": 3, "test_interval": 1000, "test_initialization": "false", "weight_decay": 0.0005}
+    values.update(fields)
+    body = "".join(f"{k}: {v}\n" for k, v in values.items())
+    path = d / f"solver_{mode.lower()}.prototxt"
+    path.write_text(f'net: "net.prototxt"\n{body}snapshot_prefix: "{d / "snap"}"\n'
+                    f'bp_mode: {mode}\nprimary_loss: "main_loss"\n')
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_env(rank: int, world: int, port: int) -> dict:
+    """What torchrun gives each worker."""
+    return {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+            "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1"}
+
+
+def launch(cmd: list[str], world: int = 2, **kw) -> list[subprocess.Popen]:
+    port = free_port()
+    return [subprocess.Popen(cmd, env=rank_env(r, world, port), cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, **kw) for r in range(world)]
+
+
+def finish(procs, timeout: float = 120) -> list[tuple[int, str]]:
+    out = []
+    for p in procs:
+        text, _ = p.communicate(timeout=timeout)
+        out.append((p.returncode, text))
+    return out
+
+
+def weights(solver) -> dict:
+    return {k: v.detach().clone() for k, v in solver.module.state_dict().items()}
+
+
+def assert_close(a: dict, b: dict, rtol=1e-5, atol=1e-6) -> None:
+    bad = [k for k in a if not torch.allclose(a[k], b[k], rtol=rtol, atol=atol)]
+    assert not bad, {k: float((a[k] - b[k]).abs().max()) for k in bad}
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """One 2-rank job trains all four modes (and MULTIWAY with SyncBN) for 3 iterations."""
+    root = tmp_path_factory.mktemp("dist")
+    solvers = [str(write_solver(root / m, m)) + ("@bucket=0.001" if m == "RELAY" else "")
+               for m in MODES]                    # RELAY: 1 KiB buckets, several per backward
+    solvers.append(str(write_solver(root / "bn", "MULTIWAY", batch_norm=True)) + "@sync")
+    solvers.append(str(write_solver(root / "iter2", "JOINT", iter_size=2)))
+    odd = write_solver(root / "odd", "JOINT")
+    odd.with_name("net.prototxt").write_text(small_net(False).replace("batch_size: 32", "batch_size: 33"))
+    solvers.append(f"{odd}@fails")
+    out = root / "ranks.pt"
+    results = finish(launch([PY, str(WORKER), str(out), "3", *solvers]))
+    assert all(code == 0 for code, _ in results), results
+    return solvers, torch.load(out)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_ranks_equal_one_process_with_the_global_batch(two_ranks, mode):
+    solvers, got = two_ranks
+    spec = solvers[MODES.index(mode)]
+    one = Solver(spec.split("@")[0], log=lambda _: None)
+    before = weights(one)
+    one.step(3)
+    after = weights(one)
+    assert any(not torch.equal(before[k], after[k]) for k in after)      # it trained
+    assert_close(after, got[spec]["weights"])
+    for mine, theirs in zip([r["losses"] for r in one.history], got[spec]["losses"]):
+        assert mine == pytest.approx(theirs, rel=1e-5)        # logged losses are global figures
+    test = one.test(0)["outputs"]                              # the whole test set, sharded 49/50
+    assert test == pytest.approx(got[spec]["test"], rel=1e-5, abs=1e-6)
+
+
+def test_sync_batchnorm_matches_one_process_statistics_included(two_ranks):
+    solvers, got = two_ranks
+    path = solvers[4].split("@")[0]
+    one = Solver(path, log=lambda _: None)
+    one.step(3)
+    mine = weights(one)
+    assert_close(mine, got[solvers[4]]["weights"])
+    assert float(mine["bn1.scale_factor"]) == pytest.approx(1 + 0.9 + 0.81)   # one update per iteration
+
+
+def test_ddp_with_iter_size_accumulates_like_one_process(two_ranks):
+    solvers, got = two_ranks
+    one = Solver(solvers[5], log=lambda _: None)
+    one.step(3)
+    assert_close(weights(one), got[solvers[5]]["weights"])
+
+
+def test_a_batch_the_ranks_cannot_share_evenly_is_refused(two_ranks):
+    solvers, got = two_ranks
+    assert got[solvers[6]]["error"] == ("data layer 'd' has batch_size 33, which 2 ranks cannot "
+                                        "share evenly (batch_size is the global batch)")
+
+
+def test_each_rank_reads_its_slice_of_every_global_batch():
+    plan = lambda rank: samplers.BatchPlan(lambda: samplers.sequential(10), 4, (rank, 2))
+    first = [next(iter(plan(r))) for r in (0, 1)]
+    assert first == [(0, [0, 1]), (2, [2, 3])]     # draw numbers as in one process
+    odd = [samplers.shard_bounds(99, (r, 2)) for r in (0, 1)]
+    assert odd == [(0, 49), (49, 99)]
+
+
+def test_a_dead_rank_ends_the_job_and_a_restart_resumes_from_the_last_snapshot(tmp_path):
+    solver = write_solver(tmp_path, "MULTIWAY", max_iter=100000, snapshot=4, display=1)
+    cmd = [PY, "-m", "netspec", "train", "--solver", str(solver), "--dist-timeout", "20"]
+    procs = launch(cmd)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("snap_iter_*.netspec")) and time.time() < deadline:
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGKILL)
+    start = time.time()
+    (code, text), _ = finish(procs, timeout=40)
+    assert time.time() - start < 25
+    assert code == 1 and "error[E0900]: rank 0: lost contact with the other ranks" in text, text
+    last = max(int(p.stem.rsplit("_", 1)[1]) for p in tmp_path.glob("snap_iter_*.netspec"))
+    total = last + 8
+    # the restart, through torchrun itself: auto-resume from the newest snapshot
+    run = subprocess.run([PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "netspec", "train", "--solver", str(solver), "--auto-resume",
+                          "--iterations", str(total)], cwd=REPO, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"Restored from {tmp_path / f'snap_iter_{last}.netspec'} at iteration {last}" in run.stdout
+    one = Solver(solver, log=lambda _: None)
+    one.step(total)
+    resumed = torch.load(tmp_path / f"snap_iter_{total}.netspec", weights_only=False)["weights"]
+    assert_close(weights(one), resumed, rtol=1e-4, atol=1e-5)
+
+
+def test_a_hung_rank_ends_the_job_after_the_timeout(tmp_path):
+    solver = write_solver(tmp_path, "RELAY", max_iter=100000, snapshot=4)
+    procs = launch([PY, "-m", "netspec", "train", "--solver", str(solver), "--dist-timeout", "3"])
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("snap_iter_*.netspec")) and time.time() < deadline:
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGSTOP)          # alive but silent: only the timeout can tell
+    start = time.time()
+    try:
+        text, _ = procs[0].communicate(timeout=30)
+        assert time.time() - start < 15
+        assert procs[0].returncode == 1 and "error[E0900]" in text and "timeout 3 s" in text, text
+    finally:
+        procs[1].kill()
+        procs[1].communicate()
