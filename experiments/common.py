@@ -7,10 +7,10 @@ is made absolute first; the bundled files themselves are never modified.
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from netspec.fileio import write_atomic  # noqa: F401  (the experiments write through it)
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "models" / "digits"
@@ -27,15 +27,6 @@ CONSTANT_WEIGHT = {"JOINT 0.3": "solver_joint.prototxt", "RELAY 0.3": "solver_re
 SOLVER_FILES = {**MODES, **CONSTANT_WEIGHT}
 EXITS = ("exit1", "exit2", "exit3", "main")
 SAME_WEIGHTING = "loss_weight_schedule { type: MULTIWAY_POWER nu: 2 }\n"   # as the MULTIWAY solvers
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file and a rename (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def set_field(text: str, field: str, value: str) -> str:

@@ -13,7 +13,6 @@ what Caffe's single blob ends up holding after forward and backward.
 """
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from .check import CheckedNet, check_net, load
 from .compile.codegen import default_outputs, output_keys
 from .compile.module import Compiled, compile_net, runtime_error
 from .diagnostics import Diagnostic, NetspecError
+from .fileio import atomic_writer
 from .graph import Blob, LayerNode
 from .lower import NetState
 
@@ -137,7 +137,9 @@ class Net:
         path = Path(path)
         state = {"version": SNAPSHOT_VERSION, "iter": 0, "net": self.net.name, "kind": "weights",
                  "weights": {k: v.detach().cpu() for k, v in self.compiled.module.state_dict().items()}}
-        return write_atomically(path, state)
+        with atomic_writer(path) as f:
+            torch.save(state, f)
+        return Path(path)
 
     # -- helpers ----------------------------------------------------------------------
     def _inputs(self, given: dict) -> dict[str, torch.Tensor]:
@@ -228,19 +230,3 @@ def load_weights_into(compiled: Compiled, path: str | Path) -> list[str]:
     the state_dict keys (snapshot) or layers (caffemodel) left with their fillers."""
     from .interop.caffemodel import load_weights_file      # one loader for every tool
     return load_weights_file(compiled, path)
-
-
-def write_atomically(path: Path, state: dict) -> Path:
-    """torch.save to a temporary file next to ``path``, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path

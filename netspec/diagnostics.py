@@ -53,6 +53,7 @@ CODES = {
     "E0800": "wrong kind of file or unsupported output format",
     "E0801": "CUDA requested but not available",
     "E0802": "command-line usage error",
+    "E0803": "file cannot be written",
     # distributed training
     "E0900": "a rank of a distributed job failed or timed out",
     # warnings

@@ -12,7 +12,6 @@ examples:
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from google.protobuf import text_format
 
 from ..check import load
 from ..diagnostics import Diagnostic, NetspecError
+from ..fileio import write_atomic
 from ..upgrade import upgrade_net, upgrade_solver
 
 UPGRADERS = {"net": lambda obj: upgrade_net(obj.net), "solver": lambda obj: upgrade_solver(obj[0])}
@@ -49,8 +49,6 @@ def run(args) -> int:
     if args.output is None:
         sys.stdout.write(text)
         return 0
-    tmp = args.output.with_name(args.output.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, args.output)
+    write_atomic(args.output, text)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0

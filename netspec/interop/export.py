@@ -11,10 +11,10 @@ rest makes the file byte-identical to one real Caffe writes for the same net.
 from __future__ import annotations
 
 import operator
-import os
 from pathlib import Path
 
 from ..diagnostics import Diagnostic, NetspecError
+from ..fileio import write_atomic
 from ..proto import caffe_pb2
 from ..upgrade import upgrade_batch_norm_params
 
@@ -24,20 +24,6 @@ def write_caffemodel(compiled, path: str | Path) -> Path:
     path = Path(path)
     write_atomic(path, caffemodel_bytes(compiled))
     return path
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file beside ``path``, fsync, rename: a crash never leaves a half-written file."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise NetspecError([Diagnostic("E0700", f"cannot write '{path}': {e.strerror}")]) from None
 
 
 def caffemodel_bytes(compiled) -> bytes:

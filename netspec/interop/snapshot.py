@@ -22,7 +22,8 @@ from ..proto import caffe_pb2
 from ..solve.lr_policy import step_index
 from ..solve.updates import HISTORY_SLOTS, solver_type
 from .caffemodel import blob_array, load_caffemodel
-from .export import blob_tensor, caffemodel_bytes, to_blob_proto, to_net_parameter, write_atomic
+from ..fileio import write_atomic
+from .export import blob_tensor, caffemodel_bytes, to_blob_proto, to_net_parameter
 
 
 def export_net(solver):

@@ -133,16 +133,17 @@ class CaffeBatchNorm(nn.Module):
         applied in the same kernel when the compiler fuses the pair."""
         if x.dim() > 1 and (self.use_global_stats or x.numel() > x.shape[1]):
             return self._native(x, weight, bias)
+        return self._elementwise(x, weight, bias)   # one value per channel or a 1-d blob
+
+    def _elementwise(self, x, weight, bias):
         dims = [d for d in range(x.dim()) if d != 1] if x.dim() > 1 else [0]
         shape = [1, -1] + [1] * (x.dim() - 2) if x.dim() > 1 else [-1]
         if self.use_global_stats:
             s = self.scale_factor
             inv = torch.where(s == 0, 0.0, 1 / s)
             mean, var = self.mean * inv, self.variance * inv
-        else:               # one value per channel (or a 1-d blob): F.batch_norm refuses it
-            mean = x.mean(dims)
-            var = ((x - mean.view(shape)) ** 2).mean(dims)
-            m = x.numel() // mean.numel()
+        else:
+            mean, var, m = self._batch_moments(x, dims, shape)
             with torch.no_grad():
                 self.scale_factor.mul_(self.maf).add_(1)
                 self.mean.mul_(self.maf).add_(mean)
@@ -150,6 +151,11 @@ class CaffeBatchNorm(nn.Module):
         y = (x - mean.view(shape)) / (var.view(shape) + self.eps).sqrt()
         y = y if weight is None else y * weight.view(shape)
         return y if bias is None else y + bias.view(shape)
+
+    def _batch_moments(self, x, dims, shape):
+        """Batch mean, biased variance and the count m behind them (SyncBN overrides it)."""
+        mean = x.mean(dims)
+        return mean, ((x - mean.view(shape)) ** 2).mean(dims), x.numel() // mean.numel()
 
     def _native(self, x, weight, bias):
         # The same arithmetic (biased batch variance, eps inside the square root) in

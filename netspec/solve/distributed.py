@@ -186,18 +186,13 @@ class SyncCaffeBatchNorm(CaffeBatchNorm):
         """``weight``/``bias``: a following Scale layer's, when the compiler fuses the pair."""
         if self.use_global_stats or not dist.is_initialized():
             return super().forward(x, weight, bias)
-        dims = [d for d in range(x.dim()) if d != 1] if x.dim() > 1 else [0]
-        shape = [1, -1] + [1] * (x.dim() - 2) if x.dim() > 1 else [-1]
+        return self._elementwise(x, weight, bias)
+
+    def _batch_moments(self, x, dims, shape):
         m = x.numel() // (x.shape[1] if x.dim() > 1 else 1) * dist.get_world_size()
         mean = dist_fn.all_reduce(x.sum(dims)) / m
         var = dist_fn.all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / m
-        with torch.no_grad():
-            self.scale_factor.mul_(self.maf).add_(1)
-            self.mean.mul_(self.maf).add_(mean)
-            self.variance.mul_(self.maf).add_(var * (m / (m - 1) if m > 1 else 1))
-        y = (x - mean.view(shape)) / (var.view(shape) + self.eps).sqrt()
-        y = y if weight is None else y * weight.view(shape)
-        return y if bias is None else y + bias.view(shape)
+        return mean, var, m
 
 
 def convert_sync_batchnorm(module: torch.nn.Module) -> int:

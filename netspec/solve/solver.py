@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import time
@@ -20,6 +19,7 @@ from ..check import CheckedNet, check_net, load
 from ..check.solver import SolverSpec, load_solver
 from ..compile.module import Compiled, compile_net, run_module
 from ..diagnostics import Diagnostic, Diagnostics, NetspecError
+from ..fileio import atomic_writer
 from ..proto import caffe_pb2
 from ..schedule import Update, build_schedule
 from .executor import Executor, share_parameters
@@ -309,12 +309,8 @@ class Solver:
                  "weights": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
                  "optimizer": _to_cpu(self.executor.state), "smoothed": list(self.smoothed),
                  "rng": _rng_state(), "seed": self.seed, "mode": self.schedule.mode}
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
+        with atomic_writer(path) as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
         self.log(f"Snapshotting to {path}")
         return path
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from ..diagnostics import Diagnostic, NetspecError
-from .trainlog import write_atomically
+from ..fileio import write_atomic
 
 PANEL, MARGIN = (560, 380), (64, 36, 20, 48)      # panel size; left, top, right, bottom margins
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -178,4 +178,4 @@ def plot(train, test, out: str | Path, train_keys=None, test_keys=None) -> Path:
                                        help=["use .svg or .png (or another format Pillow writes)"])])
     items = figure(train, test, train_keys, test_keys)
     data = to_svg(items).encode() if fmt is None else to_raster(items, fmt)
-    return write_atomically(out, data)
+    return write_atomic(out, data)

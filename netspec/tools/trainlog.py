@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 from ..diagnostics import Diagnostic, NetspecError, Span
+from ..fileio import write_atomic
 
 TRAIN_FIXED = ["NumIters", "Seconds", "LearningRate", "loss", "smoothed_loss"]
 TEST_FIXED = ["NumIters", "Seconds", "LearningRate", "TestNet"]
@@ -95,16 +95,4 @@ def write_table(path: Path, header: list[str], rows: list[list], delimiter: str 
     w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
-    write_atomically(path, buf.getvalue().encode())
-
-
-def write_atomically(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file next to ``path``, then rename it over ``path``."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    write_atomic(path, buf.getvalue())
