@@ -217,13 +217,17 @@ shallowest layer of a scope does not need.
     "frontend": """\
 *Target: under 1 s for 1,000 layers (parse + check + compile).*  The last column shows the
 growth: milliseconds per layer stay roughly constant from 1,000 to 10,000 layers (linear
-growth; 100 layers carry the fixed costs).  If the 1,000-layer total misses 1 s, the profile
-line above says why: most of parsing is the lark LALR parser and lexer themselves (pure
-Python, about 20 tokens per layer), then netspec's tree callbacks (spans for every node, for the
-diagnostics).  Removing that means a faster parser backend (lark's standalone or Cython parser),
-which belongs to the language issue's `netspec/parse/`, not to this suite; it was not changed here.
-The machine is shared with other jobs, which inflates every figure of this table (the ±
-columns are half the range over repeats; 10,000 layers run once).
+growth; 100 layers carry the fixed costs).  Fix made: every check pass and the code generator
+asked the graph for its execution order, and each request ran networkx's lexicographical
+topological sort again (nine sorts per net, about 0.25 s of 1,000 layers' check + compile);
+the order is now computed once and cached until the graph changes (cProfile on 1,000 layers:
+check 0.40 -> 0.26 s, compile 0.41 -> 0.33 s under the profiler).  What remains is mostly
+parsing, and the profile line above says where it goes: the lark LALR parser and lexer
+themselves (pure Python, about 20 tokens per layer), then netspec's tree callbacks (spans for
+every node, for the diagnostics).  lark's basic lexer instead of the contextual one measured
+the same (0.347 s against 0.337 s for 1,000 layers); going further means lark's standalone or
+a compiled parser.  The machine is shared with other jobs, which inflates every figure of this
+table (the ± columns are half the range over repeats; 10,000 layers run once).
 """,
     "compile": """\
 *Sizes.* On this CPU inductor needs minutes to compile ResNet-56's forward and backward, so this

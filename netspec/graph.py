@@ -56,14 +56,17 @@ class NetGraph:
         self._g = nx.MultiDiGraph()
         self.producer: dict[Blob, str] = {}
         self.order: list[str] = []     # file order of the active layers
+        self._execution: list[LayerNode] | None = None   # layers() cache, reset by any edit
 
     # -- building ---------------------------------------------------------------------
     def add_layer(self, node: LayerNode) -> None:
         self._g.add_node(node.name, layer=node)
         self.order.append(node.name)
+        self._execution = None
 
     def connect(self, blob: Blob, consumer: str, bottom_index: int) -> None:
         self._g.add_edge(self.producer[blob], consumer, blob=blob, bottom=bottom_index)
+        self._execution = None
 
     # -- queries ----------------------------------------------------------------------
     def __contains__(self, name: str) -> bool:
@@ -77,6 +80,11 @@ class NetGraph:
 
     def layers(self) -> list[LayerNode]:
         """Active layers in execution order (file order, which Caffe requires to be valid)."""
+        if self._execution is None:     # every pass asks; a topological sort per call added up
+            self._execution = self._execution_order()
+        return list(self._execution)
+
+    def _execution_order(self) -> list[LayerNode]:
         try:
             topo = {n: i for i, n in enumerate(nx.lexicographical_topological_sort(
                 self._g, key=lambda n: self.layer(n).index))}
