@@ -15,12 +15,13 @@ examples:
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from ..diagnostics import Diagnostic, NetspecError
 from ..solve import distributed
 from ..solve.solver import Solver
-from .main import add_gpu_option, add_state_options
+from .main import add_gpu_option, add_state_options, report
 from .progress import training_progress
 
 
@@ -51,9 +52,24 @@ def run(args) -> int:
     if args.gpu == "all" and not distributed.launched() and distributed.gpu_count() > 1:
         return distributed.spawn_all_gpus(sys.argv[1:])
     if distributed.launched():
-        return distributed.run_rank(args, _train)
+        return _run_rank(args)
     return _train(args, Solver(args.solver, device=args.gpu, input_shapes=dict(args.input_shape),
                                jsonl=args.log, flush_denormal=True))
+
+
+def _run_rank(args) -> int:
+    try:
+        return distributed.run_rank(args, _train)
+    except NetspecError as e:
+        if not any(d.code == "E0900" for d in e.diagnostics):
+            raise
+        # A broken process group cannot be torn down: gloo's threads abort the interpreter's
+        # exit (SIGABRT, "terminate called without an active exception"), which would hide
+        # the exit code 1 torchrun and the user should see.  Report, flush, leave at once.
+        report(e.diagnostics, args.format)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 def _train(args, solver) -> int:
