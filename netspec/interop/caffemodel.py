@@ -186,18 +186,22 @@ def _check_layer(compiled, state, node, arrays, source, errors) -> list[tuple]:
     return plan
 
 
-def load_caffemodel(compiled, path: str | Path) -> list[str]:
+def read_caffemodels(path: str | Path) -> list[tuple[str, dict[str, list[np.ndarray]]]]:
+    """(file, layer table) for each file of ``a.caffemodel[,b.caffemodel]``, in order."""
+    return [(f, read_caffemodel(f)) for f in str(path).split(",") if f]
+
+
+def load_caffemodel(compiled, path: str | Path, tables: list | None = None) -> list[str]:
     """Caffe's ``--weights a.caffemodel[,b.caffemodel]``: copy each file in turn by layer name.
 
     Later files overwrite earlier ones where both name a layer.  Every file is read and
     checked before the net is touched, so a bad file leaves the net as it was.  Returns the
     layers with blobs that no file filled; a file that fills none of the net's layers is an
-    error (both lists of layer names are shown).
+    error (both lists of layer names are shown).  ``tables``: ``read_caffemodels(path)``,
+    when the caller has already read the files.
     """
-    files = [f for f in str(path).split(",") if f]
     plans, unfilled = [], set(_layers_with_blobs(compiled))
-    for f in files:
-        table = read_caffemodel(f)
+    for f, table in tables if tables is not None else read_caffemodels(path):
         plan, missing = plan_copy(compiled, table, source=f)
         if missing and len(missing) == len(_layers_with_blobs(compiled)):
             raise NetspecError([Diagnostic("E0700", f"'{f}' fills none of the net's layers",

@@ -139,15 +139,10 @@ class CaffeBatchNorm(nn.Module):
         dims = [d for d in range(x.dim()) if d != 1] if x.dim() > 1 else [0]
         shape = [1, -1] + [1] * (x.dim() - 2) if x.dim() > 1 else [-1]
         if self.use_global_stats:
-            s = self.scale_factor
-            inv = torch.where(s == 0, 0.0, 1 / s)
-            mean, var = self.mean * inv, self.variance * inv
+            mean, var = self._global_stats()
         else:
             mean, var, m = self._batch_moments(x, dims, shape)
-            with torch.no_grad():
-                self.scale_factor.mul_(self.maf).add_(1)
-                self.mean.mul_(self.maf).add_(mean)
-                self.variance.mul_(self.maf).add_(var * (m / (m - 1) if m > 1 else 1))
+            self._accumulate(mean, var * (m / (m - 1) if m > 1 else 1))
         y = (x - mean.view(shape)) / (var.view(shape) + self.eps).sqrt()
         y = y if weight is None else y * weight.view(shape)
         return y if bias is None else y + bias.view(shape)
@@ -157,22 +152,29 @@ class CaffeBatchNorm(nn.Module):
         mean = x.mean(dims)
         return mean, ((x - mean.view(shape)) ** 2).mean(dims), x.numel() // mean.numel()
 
+    def _global_stats(self):
+        """The stored statistics: Caffe's sums divided by the scale factor (0 while empty)."""
+        s = self.scale_factor
+        inv = torch.where(s == 0, 0.0, 1 / s)
+        return self.mean * inv, self.variance * inv
+
+    def _accumulate(self, mean, unbiased_var):
+        with torch.no_grad():
+            self.scale_factor.mul_(self.maf).add_(1)
+            self.mean.mul_(self.maf).add_(mean)
+            self.variance.mul_(self.maf).add_(unbiased_var)
+
     def _native(self, x, weight, bias):
         # The same arithmetic (biased batch variance, eps inside the square root) in
         # F.batch_norm's native kernels rather than a chain of elementwise ops, which made a
         # compiled ResNet-56 1.4x slower than nn.BatchNorm2d (issue 8).
         if self.use_global_stats:
-            s = self.scale_factor
-            inv = torch.where(s == 0, 0.0, 1 / s)
-            return F.batch_norm(x, self.mean * inv, self.variance * inv, weight, bias, False, 0.0, self.eps)
+            return F.batch_norm(x, *self._global_stats(), weight, bias, False, 0.0, self.eps)
         # momentum 1 makes the kernel store the batch mean and the unbiased (m/(m-1))
         # variance, which is what Caffe adds to its sums: no second pass over x.
         mean, var = self.mean.new_zeros(self.mean.shape), self.variance.new_zeros(self.variance.shape)
         y = F.batch_norm(x, mean, var, weight, bias, True, 1.0, self.eps)
-        with torch.no_grad():
-            self.scale_factor.mul_(self.maf).add_(1)
-            self.mean.mul_(self.maf).add_(mean)
-            self.variance.mul_(self.maf).add_(var)
+        self._accumulate(mean, var)
         return y
 
 

@@ -154,14 +154,16 @@ class Solver:
         """Initialise from ``path`` (``a.caffemodel[,b.caffemodel]`` by layer name, as Caffe's
         CopyTrainedLayersFrom, or a netspec snapshot); test nets get the same layers.
         Returns (and logs) the layers left with their fillers."""
-        from ..interop.caffemodel import (copy_blobs, is_caffemodel, load_weights_file, preview_names,
-                                          read_caffemodel)
-        missing = load_weights_file(self.executor.main, path)
+        from ..interop.caffemodel import (copy_blobs, is_caffemodel, load_caffemodel, load_weights_file,
+                                          preview_names, read_caffemodels)
         if is_caffemodel(str(path).split(",")[0]):
-            for f in str(path).split(","):
-                table = read_caffemodel(f) if f else {}
+            tables = read_caffemodels(path)          # each file parsed once, for every net
+            missing = load_caffemodel(self.executor.main, path, tables)
+            for f, table in tables:
                 for _, compiled in self.tests:
                     copy_blobs(compiled, table, source=f)
+        else:
+            missing = load_weights_file(self.executor.main, path)
         if missing:
             self.log(f"note: {path} leaves {len(missing)} layer(s) or blob(s) with their fillers: "
                      f"{preview_names(missing)}")
@@ -304,7 +306,6 @@ class Solver:
             self.log(f"Snapshotting solver state to {state}")
             return state
         path = Path(path) if path else self.snapshot_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {"version": SNAPSHOT_VERSION, "iter": self.iter, "net": self.net.name,
                  "weights": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
                  "optimizer": _to_cpu(self.executor.state), "smoothed": list(self.smoothed),
