@@ -43,6 +43,11 @@ def googlenet_path() -> Path:
     return ZOO
 
 
+def available(name: str) -> bool:
+    """Whether ``name``'s definition is on this machine (GoogLeNet's comes from the zoo)."""
+    return name != "googlenet" or googlenet_path().exists()
+
+
 @dataclass
 class Pair:
     """A compiled net and its hand-written twin with the same weights, and one input batch."""

@@ -54,8 +54,10 @@ SECTIONS = ("overhead", "schedules", "frontend", "compile", "memory", "gpu")
 # -- sections: each returns (markdown, raw result) -----------------------------------------
 def run_overhead(cfg) -> tuple[str, list]:
     rows = [bench_overhead.measure(name, batch, repeats, iters, profile=(name == "resnet56"))
-            for name, batch, repeats, iters in cfg]
+            for name, batch, repeats, iters in cfg if bench_overhead.available(name)]
     text = [bench_overhead.markdown(rows)]
+    if not bench_overhead.available("googlenet"):
+        text.append(f"googlenet: **not measured**, {bench_overhead.googlenet_path()} is not on this machine.")
     for r in rows:
         text.append(f"{r['net']}: {r['repeats']} repeats x {r['iterations']} iteration(s) per candidate.")
     for r in rows:

@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -5,7 +6,22 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-SHARED = REPO.parent / "shared"
+# the Caffe zoo and oracle data live beside the checkout (../shared); NETSPEC_SHARED points
+# elsewhere.  Where they are absent, the tests that need them skip, and the header says so.
+SHARED = Path(os.environ.get("NETSPEC_SHARED") or REPO.parent / "shared")
+
+
+def pytest_report_header(config):
+    found = all((SHARED / d).is_dir() for d in ("caffe-zoo", "caffe-oracle"))
+    return f"Caffe zoo and oracle data: {SHARED} ({'present' if found else 'ABSENT: the tests that need them skip'})"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under the shared Caffe data; skips the calling test when it is not there."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} absent (the Caffe zoo/oracle data; set NETSPEC_SHARED)")
+    return path
 sys.path.insert(0, str(TESTS))
 
 

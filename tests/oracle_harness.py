@@ -18,7 +18,9 @@ from netspec.compile.module import compile_net
 from netspec.interop.caffemodel import copy_blobs, read_caffemodel
 from netspec.lower import NetState
 
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "caffe-oracle"
+from conftest import SHARED
+
+ORACLE = SHARED / "caffe-oracle"
 
 
 @dataclass

@@ -15,7 +15,7 @@ from netspec.parse import parse_text
 from netspec.proto import caffe_pb2
 from netspec.schema import to_message
 
-from conftest import SHARED
+from conftest import SHARED, shared_path
 
 LENET = SHARED / "caffe-zoo" / "examples" / "mnist" / "lenet_train_test.prototxt"
 ZOO_NETS = sorted(p for p in (SHARED / "caffe-zoo").rglob("*.prototxt") if "solver" not in p.name)
@@ -184,7 +184,7 @@ def test_every_zoo_net_compiles_and_runs(path, phase):
 
 
 def test_googlenet_train_returns_three_weighted_losses_and_test_the_accuracies():
-    _, src = load(SHARED / "caffe-zoo/models/bvlc_googlenet/train_val.prototxt")
+    _, src = load(shared_path("caffe-zoo/models/bvlc_googlenet/train_val.prototxt"))
     net = check_net(src, NetState.of("TRAIN"), zoo_input_shapes(src))
     weights = {l.layer: l.weight for l in net.losses}
     assert weights == pytest.approx({"loss1/loss": 0.3, "loss2/loss": 0.3, "loss3/loss3": 1.0})

@@ -21,6 +21,7 @@ from netspec.interop.caffemodel import copy_blobs, load_caffemodel, load_weights
 from netspec.interop.export import caffemodel_bytes, write_caffemodel
 from netspec.lower import NetState
 from netspec.proto import caffe_pb2
+from conftest import shared_path
 from oracle_harness import ORACLE, manifest
 
 NET_CASES = [c for c in manifest() if c["kind"] in ("layer", "net")]
@@ -82,7 +83,7 @@ def as_v1_caffemodel(path, out):
 
 
 def test_v1_caffemodel_loads_like_the_current_form(tmp_path, monkeypatch):
-    d = ORACLE / "nets" / "lenet_train"
+    d = shared_path("caffe-oracle", "nets", "lenet_train")
     monkeypatch.chdir(d)
     current, legacy = compiled_for(d / "net.prototxt"), compiled_for(d / "net.prototxt", seed=7)
     assert load_caffemodel(current, d / "weights.caffemodel") == []
@@ -95,7 +96,7 @@ def test_v0_caffemodel_and_hdf5_weights_load_like_the_current_form(tmp_path, mon
     """V0 entries keep their blobs inside ``layers { layer { blobs } }``; HDF5 weights
     (Caffe's snapshot_format: HDF5) hold datasets data/<layer>/<i>."""
     import h5py
-    d = ORACLE / "nets" / "lenet_train"
+    d = shared_path("caffe-oracle", "nets", "lenet_train")
     monkeypatch.chdir(d)
     net = caffe_pb2.NetParameter()
     net.ParseFromString((d / "weights.caffemodel").read_bytes())
@@ -126,7 +127,7 @@ def test_v0_caffemodel_and_hdf5_weights_load_like_the_current_form(tmp_path, mon
 def test_round_trip_prototxt_netspec_caffemodel_netspec(tmp_path, monkeypatch):
     """Trained-looking weights (random, BatchNorm statistics included) survive export and
     import exactly: the outputs of the reloaded net are identical."""
-    d = ORACLE / "nets" / "cifar10_full_sigmoid_bn_test"
+    d = shared_path("caffe-oracle", "nets", "cifar10_full_sigmoid_bn_test")
     monkeypatch.chdir(d)
     case = __import__("json").loads((d / "case.json").read_text())
     first = compiled_for(d / "net.prototxt", case["phase"], seed=1)
@@ -150,7 +151,7 @@ def test_round_trip_prototxt_netspec_caffemodel_netspec(tmp_path, monkeypatch):
 
 @pytest.fixture
 def lenet(monkeypatch):
-    d = ORACLE / "nets" / "lenet_train"
+    d = shared_path("caffe-oracle", "nets", "lenet_train")
     monkeypatch.chdir(d)
     return d, compiled_for(d / "net.prototxt", seed=3)
 
@@ -249,7 +250,7 @@ def test_partial_files_name_the_unfilled_layers_and_later_files_win(lenet, tmp_p
 # ---------------------------------------------------------------- CLI and solver
 
 def solver_case(tmp_path, name="sgd_step_l1", extra="", drop_weights=False):
-    src = ORACLE / "solvers" / name
+    src = shared_path("caffe-oracle", "solvers", name)
     dst = tmp_path / name
     shutil.copytree(src, dst)
     text = (dst / "solver.prototxt").read_text()

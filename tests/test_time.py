@@ -15,8 +15,10 @@ from netspec.lower import NetState
 from netspec.proto import caffe_pb2
 from netspec.tools.timing import Clock, format_markdown, layer_pass, synthetic_inputs, time_net
 
+from conftest import SHARED, shared_path
+
 ROOT = Path(__file__).resolve().parents[1]
-ZOO = Path(__file__).resolve().parents[2] / "shared" / "caffe-zoo"
+ZOO = SHARED / "caffe-zoo"
 
 
 def _load_script(name: str):
@@ -93,7 +95,7 @@ def test_time_net_reports_every_layer(tmp_path):
 
 
 def test_deploy_net_backward_is_seeded_from_its_outputs():
-    net = checked(ZOO / "examples" / "cifar10" / "cifar10_quick.prototxt", "TEST")
+    net = checked(shared_path("caffe-zoo", "examples", "cifar10", "cifar10_quick.prototxt"), "TEST")
     rows = {l.layer: l for l in time_net(net, iterations=1, warmup=0).layers}
     assert rows["conv1"].backward_ms > 0 and rows["prob"].backward_ms > 0
 

@@ -239,16 +239,16 @@ def _pool_chain(params, size):
 
 
 def test_googlenet_pooling_chain():
-    from conftest import SHARED
-    params = _zoo_pool_params(SHARED / "caffe-zoo/models/bvlc_googlenet/train_val.prototxt",
+    from conftest import shared_path
+    params = _zoo_pool_params(shared_path("caffe-zoo/models/bvlc_googlenet/train_val.prototxt"),
                               ["pool1/3x3_s2", "pool2/3x3_s2", "pool3/3x3_s2", "pool4/3x3_s2"])
     assert [(p.kernel_size, p.stride, p.pad) for p in params] == [(3, 2, 0)] * 4
     assert _pool_chain(params, 112) == [112, 56, 28, 14, 7]   # floor would give 55, 27, 13, 6
 
 
 def test_alexnet_pooling_chain():
-    from conftest import SHARED
-    params = _zoo_pool_params(SHARED / "caffe-zoo/models/bvlc_alexnet/train_val.prototxt",
+    from conftest import shared_path
+    params = _zoo_pool_params(shared_path("caffe-zoo/models/bvlc_alexnet/train_val.prototxt"),
                               ["pool1", "pool2", "pool5"])
     assert _pool_chain(params, 55) == [55, 27, 13, 6]
 
