@@ -4,6 +4,14 @@
 
 Prints a table (median and spread over repeats) and, with --out, writes it as markdown.
 Target (issues 2 and 8): parse, check and compile of a 1,000-layer net under 1 s.
+
+    python benchmarks/bench_frontend.py --memory [--sizes 10000 40000]
+
+measures what ``netspec check`` spends in memory per layer instead (issue 15): each size
+runs in a fresh process that first imports everything (torch included), then parses and
+checks the file; its peak RSS (``ru_maxrss``) minus the RSS after the imports is the front
+end's own cost.  The slope between two sizes, times 200,000, estimates a 200k-layer file
+(target: under 1 GB); a size you can afford can be measured directly (--sizes 200000).
 ``total`` is parse + schema + check (+ compile when timed).
 """
 from __future__ import annotations
@@ -113,13 +121,67 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+_MEMORY_CHILD = """
+import resource, sys
+sys.path.insert(0, sys.argv[2])
+from netspec.cli.check_cmd import run  # noqa: F401  (imports torch and every layer)
+from netspec.check import check_net, load
+from netspec.lower import NetState
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+base = rss()
+kind, src = load(sys.argv[1])
+net = check_net(src, NetState())
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(len(net.graph), base, peak)
+"""
+
+
+def memory_of(n_layers: int) -> tuple[int, int, int]:
+    """(layers, RSS after imports, peak RSS) of parse + check of an n-layer file, in a fresh process."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"gen{n_layers}.prototxt"
+        path.write_text(resnet_text(n_layers))
+        out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(path),
+                              str(Path(__file__).resolve().parents[1])],
+                             capture_output=True, text=True, check=True).stdout.split()
+    return int(out[0]), int(out[1]), int(out[2])
+
+
+def memory_table(sizes: list[int]) -> str:
+    rows = [memory_of(n) for n in sizes]
+    lines = ["| layers | RSS after imports (MB) | peak RSS (MB) | front end (MB) | per layer (KB) |",
+             "|---|---|---|---|---|"]
+    for n, base, peak in rows:
+        lines.append(f"| {n} | {base / 1e6:.0f} | {peak / 1e6:.0f} | {(peak - base) / 1e6:.0f} | "
+                     f"{(peak - base) / n / 1e3:.2f} |")
+    if len(rows) >= 2:
+        (n0, b0, p0), (n1, b1, p1) = rows[0], rows[-1]
+        slope = ((p1 - b1) - (p0 - b0)) / max(1, n1 - n0)
+        lines.append(f"\nSlope {slope / 1e3:.2f} KB per layer; a 200,000-layer file: about "
+                     f"{(slope * 200_000 + (p0 - b0) - slope * n0) / 1e9:.2f} GB over the imports "
+                     "(extrapolated from the sizes above).")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--compile", action="store_true", help="also time compilation to a module")
     ap.add_argument("--out", type=Path, help="write the table as markdown here")
+    ap.add_argument("--memory", action="store_true", help="peak memory of parse + check per layer "
+                    "(fresh process per size) instead of times")
     args = ap.parse_args(argv)
+    if args.memory:
+        table = memory_table(args.sizes)
+        print(table)
+        if args.out:
+            args.out.write_text(table)
+        return 0
     table = markdown(measure(args.sizes, args.repeat, args.compile))
     print(table)
     if args.out:

@@ -3,6 +3,7 @@
 and torch.compile, and the compile-overhead ratio on the GPU.
 
     python benchmarks/bench_gpu.py [--repeats 5] [--iterations 10]
+    python benchmarks/bench_gpu.py --modes [MODE ...]     # issue 14: every BP mode, eager vs compiled
 
 Runs only where ``torch.cuda.is_available()``; times with CUDA events (``common.time_once``).
 Each variant is one forward+backward of the compiled module (the training objective), the
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -21,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import bench_overhead  # noqa: E402
-from benchmarks.common import interleaved, objective  # noqa: E402
+from benchmarks.common import interleaved, objective, synchronize  # noqa: E402
 
 NETS = {"resnet56": 128, "googlenet": 32}
 
@@ -63,6 +65,65 @@ def measure(repeats: int, iterations: int, device: torch.device, use_compile: bo
     return {"device": name, "rows": rows, "overhead": overhead}
 
 
+# -- issue 14: every BP mode on ResNet-56 with 4 exits, bf16 + channels_last, eager vs compiled --
+GPU_TRAIN = 'amp: "bf16"\nchannels_last: true\n'
+
+
+def measure_modes(repeats: int, iterations: int, device: torch.device, batch: int = 128, n: int = 9,
+                  modes=None, log=print) -> dict:
+    """Solvers of every BP mode (``bench_schedules.MODES``) on ResNet-(6n+2) with 4 exits, bf16
+    autocast and channels_last, eager and ``compile: true``, timed interleaved with CUDA events:
+    images/s, ratio to STANDARD, compiled/eager; plus each compiled solver's first (compiling)
+    iteration and the float32 update difference to its eager twin after the timing run."""
+    from benchmarks.bench_compile import params_of, update_diff
+    from benchmarks.bench_schedules import MODES, batch_for, build_solvers
+    modes = tuple(modes or MODES)
+    x = {k: v.to(device) for k, v in batch_for(batch).items()}
+    solvers, first, start = {}, {}, {}
+    for mode in modes:
+        for variant, extra in (("eager", ""), ("compiled", "compile: true\n")):
+            s = build_solvers(batch, n, modes=(mode,), solver_extra=GPU_TRAIN + extra, device=device)[mode]
+            start.setdefault(mode, params_of(s))
+            synchronize(device)
+            t0 = time.perf_counter()
+            s.step(1, batches=[x])
+            synchronize(device)
+            first[(mode, variant)] = time.perf_counter() - t0
+            solvers[(mode, variant)] = s
+            log(f"[bench_gpu] {mode}, {variant}: first iteration {first[(mode, variant)]:.1f} s")
+    times = interleaved({k: (lambda s=s: s.step(1, batches=[x])) for k, s in solvers.items()},
+                        repeats, iterations, warmup=2, device=device)
+    med = {k: statistics.median(t) for k, t in times.items()}
+    rows = []
+    for mode in modes:
+        e, c = med[(mode, "eager")], med[(mode, "compiled")]
+        ref_e, ref_c = med.get(("STANDARD", "eager"), e), med.get(("STANDARD", "compiled"), c)
+        rows.append({"mode": mode, "eager_img_s": batch / e, "compiled_img_s": batch / c,
+                     "eager_ratio": e / ref_e, "compiled_ratio": c / ref_c, "speedup": e / c,
+                     "first_s": first[(mode, "compiled")],
+                     "update_diff": update_diff(params_of(solvers[(mode, "compiled")]),
+                                                params_of(solvers[(mode, "eager")]), start[mode])})
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    return {"device": name, "batch": batch, "n": n, "rows": rows}
+
+
+def markdown_modes(result: dict) -> str:
+    lines = [f"Device: {result['device']}; ResNet-{6 * result['n'] + 2} with 4 exits, batch {result['batch']}, "
+             "bf16 autocast + channels_last.", "",
+             "| mode | eager images/s | compiled images/s | ratio to STANDARD, eager / compiled | "
+             "compiled / eager speed-up | first compiled iteration (s) | update diff |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['mode']} | {r['eager_img_s']:.0f} | {r['compiled_img_s']:.0f} | "
+                     f"{r['eager_ratio']:.2f} / {r['compiled_ratio']:.2f} | {r['speedup']:.2f} | "
+                     f"{r['first_s']:.1f} | {r['update_diff']:.1e} |")
+    lines.append("\nupdate diff: ||du_compiled - du_eager|| / ||du_eager|| after the timing run (same steps "
+                 "from one seed).  Under bf16 autocast it measures rounding (a compiled graph keeps fused "
+                 "intermediates in float32), not exactness: tests/test_compiled_training.py checks that "
+                 "in float32.")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(result: dict) -> str:
     lines = [f"Device: {result['device']}.", "",
              "| net | batch | variant | ms/iter | images/s | speed-up over fp32 |", "|---|---|---|---|---|---|"]
@@ -78,10 +139,21 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--modes", nargs="*", metavar="MODE", help="issue 14: every BP mode (or these: STANDARD "
+                    "JOINT RELAY MULTIWAY MULTIWAY_naive) on ResNet-56 with 4 exits, eager vs compile: true")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--require-cuda", action="store_true", help="exit 1 (not 0) without a CUDA device")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
-        print("no CUDA device: nothing to measure")
+        print("no CUDA device: nothing to measure", file=sys.stderr if args.require_cuda else sys.stdout)
+        if args.require_cuda:
+            sys.exit(1)
         return None
+    if args.modes is not None:
+        result = measure_modes(args.repeats, args.iterations, torch.device("cuda"), batch=args.batch,
+                               modes=[m.replace("_", " ") for m in args.modes] or None)
+        print(markdown_modes(result))
+        return result
     result = measure(args.repeats, args.iterations, torch.device("cuda"), not args.no_compile)
     print(markdown(result))
     return result

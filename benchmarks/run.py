@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import (bench_compile, bench_frontend, bench_gpu, bench_memory,  # noqa: E402
                         bench_overhead, bench_schedules)
+from benchmarks import bench_inference  # noqa: E402
 from benchmarks.common import ROOT, machine  # noqa: E402
 from netspec.fileio import write_atomic  # noqa: E402
 
@@ -39,6 +40,11 @@ FULL = {
                      ("compile", "compile, layout_optimization off"))}},
     "memory": {"batch": 32, "n": 9, "marks": (10, 100)},
     "gpu": {"repeats": 5, "iterations": 10},
+    # issue 14: (n, batch, repeats, modes, variants); ResNet-56's cold compile takes minutes per mode here
+    "training": {"nets": [(2, 32, 3, bench_compile.MODES, tuple(bench_compile.COMPILED)),
+                          (9, 32, 3, bench_compile.MODES, ("compiled + channels_last",))]},
+    "inference": {"nets": ["googlenet", "caffenet", "alexnet", "resnet50"], "batches": [1, 16],
+                  "repeats": 7, "iterations": 1, "channels_last": True},
 }
 SMOKE = {
     "overhead": [("resnet56", 2, 1, 1), ("googlenet", 1, 1, 1), ("digits", 4, 1, 1)],
@@ -47,8 +53,12 @@ SMOKE = {
     "compile": {"batch": 2, "repeats": 1, "n": 2, "modes": {"MULTIWAY": (("eager", "channels_last"), ())}},
     "memory": {"batch": 2, "n": 2, "marks": (2, 4)},
     "gpu": {"repeats": 1, "iterations": 1},
+    # the harness only: torch.compile of even ResNet-8 takes a minute here (tests/test_compiled_training.py
+    # checks compiled training itself)
+    "training": {"nets": [(2, 2, 1, ("STANDARD", "MULTIWAY"), ("eager + channels_last",))]},
+    "inference": {"nets": ["resnet50"], "batches": [1], "repeats": 1, "iterations": 1, "channels_last": False},
 }
-SECTIONS = ("overhead", "schedules", "frontend", "compile", "memory", "gpu")
+SECTIONS = ("overhead", "schedules", "frontend", "compile", "memory", "gpu", "inference")
 
 
 # -- sections: each returns (markdown, raw result) -----------------------------------------
@@ -104,14 +114,33 @@ def run_gpu(cfg) -> tuple[str, dict | None]:
     return bench_gpu.markdown(res), res
 
 
-RUNNERS = {"overhead": run_overhead, "schedules": run_schedules, "frontend": run_frontend,
+def run_inference(cfg) -> tuple[str, list]:
+    rows = [bench_inference.measure(n, b, cfg["repeats"], cfg["iterations"], cfg["channels_last"])
+            for n in cfg["nets"] if bench_inference.available(n) for b in cfg["batches"]]
+    missing = [n for n in cfg["nets"] if not bench_inference.available(n)]
+    return bench_inference.markdown(rows) + "".join(f"\n{n}: **not measured**, its deploy file is absent.\n"
+                                                    for n in missing), rows
+
+
+def run_training(cfg) -> tuple[str, list]:
+    res = [bench_compile.measure_modes(n, batch, repeats, modes, variants=variants)
+           for n, batch, repeats, modes, variants in cfg["nets"]]
+    return bench_compile.markdown_modes(res), res
+
+
+RUNNERS = {"inference": run_inference, "overhead": run_overhead, "schedules": run_schedules, "frontend": run_frontend,
            "compile": run_compile, "memory": run_memory, "gpu": run_gpu}
 TITLES = {"overhead": "1. Compile overhead: compiled module vs hand-written PyTorch (issues 3, 8)",
           "schedules": "2. Schedule cost: BP modes on ResNet-56 with 4 exits (issue 4)",
           "frontend": "3. Front end: parse, check, compile",
           "compile": "4. torch.compile and channels_last",
           "memory": "5. Memory",
-          "gpu": "6. GPU"}
+          "gpu": "6. GPU",
+          "inference": "7. Inference: TEST-phase forward vs hand-written twins (issue 12)"}
+
+RUNNERS["training"] = run_training
+TITLES["training"] = "8. Compiled training: per-segment torch.compile in every BP mode (issue 14)"
+SECTIONS = SECTIONS + ("training",)
 
 
 def header(argv: list[str], smoke: bool) -> str:
@@ -278,6 +307,69 @@ retained graph or gradient outlives its iteration.  (What stays held between ite
 data feeder's prefetched batch and the last outputs.)
 """,
 }
+NOTES["inference"] = """\
+*Method* (`benchmarks/bench_inference.py`).  netspec's side is the inference build of the deploy
+file (`compile_net(..., inference=True)`: what `netspec.Net(phase="TEST")` runs under
+`torch.no_grad()`, and `netspec test`/`time`/`export`); the twins are written by hand with
+`nn.Conv2d`, `F.max_pool2d`, `F.local_response_norm` (GoogLeNet, CaffeNet, AlexNet) or are
+`torchvision.models.resnet50` with `nn.BatchNorm2d` for Caffe's BatchNorm + Scale.  Both get the
+same random weights (He-scaled; BatchNorm statistics and Scale blobs randomized, since deploy
+files have no fillers) and before timing their `prob` must agree to 1e-4 relative (the "max abs
+diff" column: 0 where nothing is folded, the same kernels in the same order).  Forward passes
+under `torch.inference_mode`, 1 intra-op thread, netspec and twin alternating within every
+repeat (order rotated), 7 repeats; the ratio column is the median of the per-repeat ratios.
+`optimize=max` is measured as netspec's inference module and input in channels_last, against
+the NCHW twin and against the twin in channels_last.
+
+*Matching torchvision's ResNet-50 to Caffe's* (`tools/gen_resnet50_deploy.py`, He et al.'s
+released deploy layout): Caffe's ResNets put a stage's stride 2 on the first 1x1 convolution of
+the stage's first block (`res3a_branch2a`) where torchvision (v1.5) puts it on the 3x3, so the
+twin moves it: `layer[0].conv1.stride = (2, 2)`, `layer[0].conv2.stride = (1, 1)` in layer2-4.
+Caffe's `pool1` is 3x3/2 without padding and with ceil rounding (torchvision: padding 1, floor;
+same 56x56 output, different windows), so the twin's `maxpool` is `nn.MaxPool2d(3, 2,
+ceil_mode=True)`.  Then every layer, stride and padding is the same (3.86 GMAC by `netspec
+check`, 25,557,032 torchvision parameters + 53,173 for Caffe's statistics blobs).
+
+*What the inference build changed* (issue 12's profile): the issue measured netspec's TEST
+forward at 1.18-1.57x Caffe's and 1.27-1.55x torchvision's ResNet-50.  Now (1) BatchNorm with
+stored statistics and its Scale are folded into the convolution once, at load (ResNet-50's
+53 `native_batch_norm` calls, about 10% of torchvision's own forward at batch 16, are gone);
+(2) MAX pooling computes no argmax: torch's NCHW CPU kernel always computes indices
+(`max_pool2d_with_indices` even under `inference_mode`, up to 16x slower than the values alone
+on a 64x112x112 input); the build calls oneDNN's pooling (`torch.mkldnn_max_pool2d`, the same
+windows and values) instead; GoogLeNet's 13 max poolings made this its largest gain;
+(3) `F.conv2d`/`F.linear` are called directly; (4) ReLU and Eltwise SUM run in place on
+tensors nothing else reads (in a ResNet block the residual branch takes the sum, since the
+shortcut is read twice), and each blob is deleted after its last reader: before (4) twelve of
+ResNet-50's sixteen sums allocated a new tensor (up to 51 MB) at batch 16 (38 ms each on
+average) and ResNet-50's ratio at batch 16 was 1.15 and 1.44 in two runs.
+
+*Reading the figures.* Every target (ratio <= 1.05 at batch 1 and 16) is met in the table's
+medians, but the machine ran at a load average of 7-9 on its 2 cores (other engineers' jobs)
+for the whole run, so single repeats swing by 30-50% (the ranges) and absolute milliseconds
+are not comparable between rows; in the two earlier full runs (before fix 4) every other row's
+median was between 0.58 and 1.05 as well.  `optimize=max` (channels_last) was faster than the
+default build at batch 16 for GoogLeNet, CaffeNet and ResNet-50 in this run but slower at
+batch 1 for ResNet-50 and AlexNet, and in an earlier run slower in half the rows; `torch.compile`
+of the ResNet-50 inference build took 75 s to compile and ran no faster than eager at batch 1
+(390 vs 353 ms, one run).  So on the CPU `optimize=max` is the default build; on CUDA it adds
+channels_last and torch.compile (not measured here: no GPU in this session).
+"""
+NOTES["training"] = """\
+*What runs.* `compile: true` (issue 14): the training module is cut where the losses' scopes and
+exits meet (`netspec/compile/segments.py`; the segments column) and each segment is compiled on
+its own with inductor's `layout_optimization` off, so a RELAY/MULTIWAY backward runs only the
+compiled segments in its loss's scope; STANDARD and JOINT compile as one segment.  Per mode, an
+eager solver and each variant start from one seed and are timed interleaved in one process.
+"compiled + channels_last" adds `channels_last: true`: the parameters themselves are stored
+channels_last (live tensors, so MW-BP stays exact, unlike inductor's saved copies);
+"eager + channels_last" separates what the layout gives from what compilation gives.  Cold:
+the first compiled iteration after pointing `TORCHINDUCTOR_CACHE_DIR` at an empty directory
+(later modes reuse kernels compiled in-process for earlier ones); warm: a second identical
+solver (dynamo traces again; FX-graph and AOTAutograd caches hit).  RELAY and MULTIWAY segments use
+AOTAutograd's default partition rather than inductor's min-cut (which recomputes pointwise results
+in a backward that here runs once per loss): `SavingPartitioner` in `netspec/solve/compiled.py`.
+"""
 
 if __name__ == "__main__":
     main()

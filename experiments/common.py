@@ -20,12 +20,15 @@ MODES = {  # table name -> bundled solver file
     "RELAY": "solver_relay.prototxt",
     "MULTIWAY": "solver_multiway.prototxt",
     "MULTIWAY naive": "solver_multiway_naive.prototxt",
+    "MW-BP/Relay hybrid": "solver_multiway_hybrid.prototxt",   # MULTIWAY with the Relay scopes
 }
 # the bundled JOINT/RELAY solvers as shipped (every exit at the net's loss_weight 0.3), to
 # compare against the MW-BP paper's same-weighting protocol that the MODES rows follow
 CONSTANT_WEIGHT = {"JOINT 0.3": "solver_joint.prototxt", "RELAY 0.3": "solver_relay.prototxt"}
 SOLVER_FILES = {**MODES, **CONSTANT_WEIGHT}
 EXITS = ("exit1", "exit2", "exit3", "main")
+# the bundled solvers' budget (they all share it): the experiments' default
+SOLVER_ITERS = int(re.search(r"^max_iter: (\d+)", (DIGITS / MODES["MULTIWAY"]).read_text(), re.M).group(1))
 SAME_WEIGHTING = "loss_weight_schedule { type: MULTIWAY_POWER nu: 2 }\n"   # as the MULTIWAY solvers
 
 
@@ -36,11 +39,17 @@ def set_field(text: str, field: str, value: str) -> str:
     return pattern.sub(line, text, count=1) if pattern.search(text) else text + f"\n{line}\n"
 
 
+def solver_net(mode: str) -> Path:
+    """The net file that ``mode``'s bundled solver names (each mode's copy of the digits net)."""
+    text = (DIGITS / SOLVER_FILES[mode]).read_text()
+    return DIGITS / re.search(r'^net: "([^"]+)"', text, re.M).group(1)
+
+
 def net_copy(workdir: Path, init: str = "msra", net: Path = DIGITS / "deep_plain.prototxt",
              freeze_trunk: bool = False) -> Path:
     """A copy of the digits net with absolute data-list paths, optionally re-initialised.
 
-    ``init="gaussian"`` swaps every msra filler for CNDS's ``gaussian std: 0.01``
+    ``init="gaussian"`` swaps every msra and xavier filler for CNDS's ``gaussian std: 0.01``
     (the setting the CNDS paper trains its plain nets with).  ``freeze_trunk`` sets
     every convolution's ``lr_mult`` to 0, so only the classifiers learn: the MW-BP
     paper's protocol for the intermediate exits of a STANDARD-trained net (Table 6,
@@ -48,13 +57,14 @@ def net_copy(workdir: Path, init: str = "msra", net: Path = DIGITS / "deep_plain
     """
     text = net.read_text()
     text = re.sub(r'source: "([^"/]+)"', lambda m: f'source: "{net.parent / m.group(1)}"', text)
-    if init == "gaussian":
+    if init == "gaussian":    # every learnable layer, the classifiers' xavier included
         text = text.replace('type: "msra"', 'type: "gaussian" std: 0.01')
+        text = text.replace('type: "xavier"', 'type: "gaussian" std: 0.01')
     elif init != "msra":
         raise ValueError(f"unknown init '{init}' (valid: msra, gaussian)")
     if freeze_trunk:  # only the convolutions declare param { lr_mult } in the digits net
         text = re.sub(r"lr_mult: [0-9.]+", "lr_mult: 0", text)
-    out = workdir / f"deep_plain_{init}{'_frozen' if freeze_trunk else ''}.prototxt"
+    out = workdir / f"{net.stem}_{init}{'_frozen' if freeze_trunk else ''}.prototxt"
     write_atomic(out, text)
     return out
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.common import MODES, net_copy, solver_copy
+from experiments.common import MODES, net_copy, solver_copy, solver_net
 from netspec.solve.solver import Solver
 
 
@@ -34,7 +34,8 @@ def measure(modes: list[str], rounds: int, burst: int, seed: int = 1, init: str 
     with tempfile.TemporaryDirectory(prefix="netspec-cost-") as tmp:
         work = Path(tmp)
         budget = warmup + rounds * burst
-        solvers = {m: Solver(solver_copy(work, m, seed, budget, net_copy(work, init), same_weighting=True),
+        nets = {m: net_copy(work, init, net=solver_net(m)) for m in modes}   # each mode's own scopes
+        solvers = {m: Solver(solver_copy(work, m, seed, budget, nets[m], same_weighting=True),
                              log=lambda line: None, num_workers=0) for m in modes}
         for s in solvers.values():
             s.step(warmup)

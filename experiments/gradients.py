@@ -19,45 +19,29 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 from experiments.common import net_copy, solver_copy, write_atomic
-from netspec.compile.module import run_module
-from netspec.data import Feeder
-from netspec.proto import caffe_pb2
 from netspec.solve.solver import Solver
+from netspec.tools import probe
 
-THRESHOLD = 1e-7  # CNDS: a branch goes after the layers whose mean |gradient| is below this
+THRESHOLD = probe.THRESHOLD  # CNDS: a branch goes after the layers whose mean |gradient| is below this
 INITS = ("msra", "gaussian")
-PROBE_SEED = 12345  # the probe batch comes from its own stream, so training sees the usual batches
-
-
-def conv_layers(solver: Solver) -> list[str]:
-    """The net's Convolution layers in order (conv1..conv12 for the digits net)."""
-    return [n.name for n in solver.net.graph.layers() if n.type == "Convolution"]
-
-
-def mean_abs_grads(solver: Solver, probe: dict) -> dict[str, float]:
-    """Mean |d primary_loss / d W| per convolution, on ``probe``, with the current weights."""
-    names = conv_layers(solver)
-    params = dict(solver.module.named_parameters())
-    weights = [params[solver.executor.main.blob_key(n, 0)] for n in names]
-    loss = run_module(solver.module, probe)[solver.schedule.primary]
-    grads = torch.autograd.grad(loss, weights, allow_unused=True)
-    return {n: float(g.abs().mean()) if g is not None else 0.0 for n, g in zip(names, grads)}
 
 
 def measure(init: str, iters: list[int], seed: int, workdir: Path) -> dict:
-    """Train STANDARD BP from ``init`` and measure the gradients at each of ``iters``."""
+    """Train STANDARD BP from ``init`` and measure the gradients at each of ``iters``.
+
+    The measurement is ``netspec probe``'s (netspec.tools.probe): mean |d main_loss / d W|
+    on one fixed probe batch; the curves keep the convolutions (conv1..conv12).
+    """
     solver = Solver(solver_copy(workdir, "STANDARD", seed, max(iters), net_copy(workdir, init)),
                     log=lambda line: None, num_workers=0)
-    probe = solver._to_device(next(Feeder(solver.net, caffe_pb2.TRAIN, PROBE_SEED, num_workers=0)))
-    curves = {}
-    for it in sorted(iters):
-        solver.step(it - solver.iter)
-        curves[str(it)] = mean_abs_grads(solver, probe)
+    convs = {n.name for n in solver.net.graph.layers() if n.type == "Convolution"}
+    result = probe.probe(solver, at=iters)
+    curves = {str(it): {n: g for n, g in result.grads[it][result.primary].items() if n in convs}
+              for it in result.iterations}
     return {"init": init, "seed": seed, "curves": curves,
-            "vanished": {it: [n for n, g in c.items() if g < THRESHOLD] for it, c in curves.items()}}
+            "vanished": {it: [n for n, g in c.items() if g < THRESHOLD] for it, c in curves.items()},
+            "placement": result.placement().__dict__}
 
 
 def run(iters: list[int], seed: int, inits=INITS) -> list[dict]:

@@ -1,6 +1,6 @@
 """The whole digits experiment in one command: BP modes table, cost table, CNDS gradient plot.
 
-    python -m experiments.run_all            # ~25 min on 2 shared CPU cores
+    python -m experiments.run_all            # ~30 min on 2 shared CPU cores (six modes, two inits)
 
 1. ``gradients``: CNDS's placement rule (``experiments.gradients``), the mean |gradient|
    per convolution after a few iterations of STANDARD BP, for both inits
@@ -28,7 +28,7 @@ import torch
 
 from experiments import cost as cost_mod
 from experiments import gradients, run_modes
-from experiments.common import MODES, ROOT, SOLVER_FILES, write_atomic
+from experiments.common import MODES, ROOT, SOLVER_FILES, SOLVER_ITERS, write_atomic
 from netspec.solve.solver import fast_float_mode
 
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--iters", type=int, default=600, help="training iterations per run")
+    p.add_argument("--iters", type=int, default=SOLVER_ITERS, help="training iterations per run")
     p.add_argument("--probe-iters", type=int, default=300,
                    help="iterations training STANDARD's exit classifiers on its frozen trunk")
     p.add_argument("--inits", nargs="+", default=list(run_modes.INITS), choices=run_modes.INITS)

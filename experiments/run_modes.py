@@ -1,7 +1,8 @@
 """Train the deep plain digits net under every BP mode and tabulate each exit's test error.
 
-The miniature of the MW-BP paper's Table 6: STANDARD, JOINT, RELAY, MULTIWAY and
-Naive MULTIWAY (no shared forward) on identical seeds, data and iteration budgets.
+The miniature of the MW-BP paper's Table 6: STANDARD, JOINT, RELAY, MULTIWAY (the
+paper's MW-BP), Naive MULTIWAY (no shared forward) and the MW-BP/Relay hybrid (MULTIWAY
+restricted by the Relay scopes) on identical seeds, data and iteration budgets.
 Each (init, mode, seed) run trains ``--iters`` iterations from the bundled solver
 file (only the seed, the budget, the net's path and init are changed, and JOINT and
 RELAY get the MULTIWAY solvers' loss weighting, as in the paper), then tests on the
@@ -10,7 +11,7 @@ in the paper (Table 6, footnote 3), its intermediate exits are read out by train
 only their classifiers on the frozen STANDARD trunk for ``--probe-iters``
 iterations.  Results go to a JSON file; the markdown table is printed.
 
-    python -m experiments.run_modes --seeds 1 2 3 --iters 600 --out /tmp/modes.json
+    python -m experiments.run_modes --seeds 1 2 3 --iters 400 --out /tmp/modes.json
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from experiments.common import EXITS, MODES, SOLVER_FILES, net_copy, solver_copy, write_atomic
+from experiments.common import (EXITS, MODES, SOLVER_FILES, SOLVER_ITERS, net_copy, solver_copy,
+                                solver_net, write_atomic)
 from netspec.solve.solver import Solver, load_weights
 
 WARMUP = 5  # first iterations excluded from ms/iter (allocator and compile warm-up)
@@ -65,7 +67,8 @@ def probe_exits(trained: Solver, seed: int, iters: int, workdir: Path, init: str
 def train_one(mode: str, seed: int, iters: int, workdir: Path, init: str = "msra",
               probe_iters: int = 0) -> dict:
     """Train one (init, mode, seed) run; test error (%) per exit and ms per iteration."""
-    solver = Solver(solver_copy(workdir, mode, seed, iters, net_copy(workdir, init), same_weighting=True),
+    net = net_copy(workdir, init, net=solver_net(mode))      # each mode's own copy (scopes or none)
+    solver = Solver(solver_copy(workdir, mode, seed, iters, net, same_weighting=True),
                     log=lambda line: None, num_workers=0)
     start = time.perf_counter()
     solver.step(iters)
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: train, write the JSON results, print the markdown tables."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--iters", type=int, default=600, help="iterations per run (the solvers' max_iter)")
+    p.add_argument("--iters", type=int, default=SOLVER_ITERS,
+                   help="iterations per run (default: the bundled solvers' max_iter)")
     p.add_argument("--probe-iters", type=int, default=300,
                    help="iterations training STANDARD's exit classifiers on its frozen trunk (0: none)")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(SOLVER_FILES))

@@ -20,11 +20,11 @@ import torch
 
 from .check import CheckedNet, check_net, load
 from .compile.codegen import default_outputs, output_keys
-from .compile.module import Compiled, compile_net, runtime_error
+from .compile.inference import FoldWatch, check_optimize, max_build
+from .compile.module import Compiled, compile_net, inference_twin, runtime_error
 from .diagnostics import Diagnostic, NetspecError
-from .fileio import atomic_writer
 from .graph import Blob, LayerNode
-from .lower import NetState
+from .lower import NetSource, NetState
 
 
 class Net:
@@ -35,13 +35,24 @@ class Net:
     (listed in ``missing``).  ``input_shapes`` gives shapes of inputs without a data
     source, as ``--input-shape`` does.  ``all_blobs=False`` compiles only the net
     outputs (less memory; ``blobs`` then holds only those and the inputs).
+
+    ``optimize`` (TEST phase): ``"default"`` runs ``forward`` under ``torch.no_grad()`` (or
+    ``inference_mode``) through the inference build: BatchNorm/Scale/Bias folded into the
+    layer before them once (refolded when a blob changes in place), MAX pooling without
+    argmax.  ``params`` still holds Caffe's unfolded blobs, and with autograd on ``forward``
+    runs the exact build, so ``backward`` and ``diffs`` are Caffe's.  ``"max"`` adds
+    channels_last and ``torch.compile`` on CUDA (on the CPU both measured no faster, see
+    docs/benchmarks.md, so there it is ``"default"``); ``"none"`` always runs the exact build.
     """
 
     def __init__(self, path: str | Path, phase: str = "TEST", weights: str | Path | None = None,
                  input_shapes: dict | None = None, stages=(), level: int = 0, *,
-                 seed: int = 0, device: str | torch.device = "cpu", all_blobs: bool = True):
-        self.path, self.seed, self.device = str(path), seed, torch.device(device)
-        self.net: CheckedNet = check_net(_net_source(path), NetState.of(str(phase).upper(), level, stages), input_shapes)
+                 seed: int = 0, device: str | torch.device = "cpu", all_blobs: bool = True,
+                 optimize: str = "default"):
+        self.path = path.path if isinstance(path, NetSource) else str(path)
+        self.seed, self.device = seed, torch.device(device)
+        phase = phase if isinstance(phase, int) else str(phase).upper()   # netspec.TEST or "TEST"
+        self.net: CheckedNet = check_net(_net_source(path), NetState.of(phase, level, stages), input_shapes)
         self._first, self._last = _versions(self.net)
         wanted = list(self._last.values()) if all_blobs else default_outputs(self.net)
         # the first version too: its gradient is what Caffe's in-place blob diff holds
@@ -50,6 +61,14 @@ class Net:
         self.compiled.module.to(self.device).train(self.net.state.phase_name == "TRAIN")
         self._key = dict(zip(asked, output_keys(asked)))
         self.missing: list[str] = load_weights_into(self.compiled, weights) if weights else []
+        self.optimize = check_optimize(optimize)
+        self.inference: Compiled | None = None
+        if self.net.state.phase_name == "TEST" and optimize != "none":
+            self.inference = inference_twin(self.compiled, wanted)
+            self._watch = FoldWatch(self.inference.module)
+            self._inference_key = dict(zip(wanted, output_keys(wanted)))
+            self._run = max_build(self.inference.module, self.device) if optimize == "max" \
+                else self.inference.module
         self._out: dict[str, torch.Tensor] = {}
         self._feeder = None
         self.blobs: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -90,13 +109,17 @@ class Net:
         Autograd records the pass unless called under ``torch.no_grad()``.
         """
         feed = self._inputs(inputs)
+        compiled, key, run = self.compiled, self._key, self.compiled.module
+        if self.inference is not None and not torch.is_grad_enabled():
+            compiled, key, run = self.inference, self._inference_key, self._run
+            self._watch.check()
         try:
-            result = self.compiled.module(**feed)
+            result = run(**feed)
         except NetspecError:
             raise
         except Exception as e:                  # a layer failed: name it and its line
-            raise runtime_error(e, self.compiled) from None
-        self._out = {str(b): result[k] for b, k in self._key.items()} | {
+            raise runtime_error(e, compiled) from None
+        self._out = {str(b): result[k] for b, k in key.items()} | {
             k: v for k, v in feed.items() if k not in result}
         self.blobs = OrderedDict((name, self._out[str(b)].detach()) for name, b in self._last.items()
                                  if str(b) in self._out)
@@ -133,13 +156,9 @@ class Net:
     def save(self, path: str | Path) -> Path:
         """Write the weights as a netspec snapshot (atomically); ``Net(weights=...)`` and
         ``netspec train --weights`` read it."""
-        from .solve.solver import SNAPSHOT_VERSION
-        path = Path(path)
-        state = {"version": SNAPSHOT_VERSION, "iter": 0, "net": self.net.name, "kind": "weights",
-                 "weights": {k: v.detach().cpu() for k, v in self.compiled.module.state_dict().items()}}
-        with atomic_writer(path) as f:
-            torch.save(state, f)
-        return Path(path)
+        from .interop.weights import write_snapshot
+        return write_snapshot(path, {"iter": 0, "net": self.net.name, "kind": "weights", "weights": {
+            k: v.detach().cpu() for k, v in self.compiled.module.state_dict().items()}})
 
     # -- helpers ----------------------------------------------------------------------
     def _inputs(self, given: dict) -> dict[str, torch.Tensor]:
@@ -207,6 +226,8 @@ class Net:
 
 
 def _net_source(path):
+    if isinstance(path, NetSource):            # already parsed (NetSpec.to_net)
+        return path
     kind, src = load(path)
     if kind != "net":
         raise NetspecError([Diagnostic("E0800", f"'{path}' is a solver file, not a net",

@@ -40,6 +40,7 @@ CODES = {
     "E0400": "stop_at blob is not an ancestor of its loss",
     "E0401": "gradient scope holds no learnable parameter",
     "E0402": "gradient_scope on a layer that is not a loss",
+    "E0403": "gradient_scope names a mode that never applies scopes",
     # shapes and layer parameters
     "E0500": "impossible shape",
     "E0501": "invalid layer parameter",
@@ -49,23 +50,29 @@ CODES = {
     # weights and runtime
     "E0700": "invalid weight file",
     "E0701": "runtime error in a layer",
+    "E0702": "non-finite loss or gradient in training",
+    "E0703": "out of memory",
     # tools
     "E0800": "wrong kind of file or unsupported output format",
     "E0801": "CUDA requested but not available",
     "E0802": "command-line usage error",
     "E0803": "file cannot be written",
+    "E0804": "exits cannot be added as asked (netspec add-exits)",
     # distributed training
     "E0900": "a rank of a distributed job failed or timed out",
     # warnings
     "W0300": "layer reaches no loss",
+    "W0301": "gradient_scope that the solver's bp_mode ignores",
     "W0303": "duplicate layer name",
     "W0500": "shape unknown",
     "W0501": "deprecated or dialect field",
+    "W0800": "auxiliary exits closer than MW-BP advises (tau < 5)",
     "W0601": "solver names a net file that is absent (check only)",
+    "W0700": "one batch needs more memory than the device has",
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)      # slots: a 200k-layer file holds millions of spans
 class Span:
     """A region of a source file; lines and columns are 1-based."""
 

@@ -12,11 +12,17 @@ losses and their scopes:
   parameter receives sum_i w_i * d(loss_i)/dp over the losses whose scope holds
   it.  Cost: one forward plus one backward per loss over that loss's scope.
 * MULTIWAY (MW-BP, Algorithm 1): one shared forward, then per loss (shallow to
-  deep by default) a backward over its scope followed by an update of exactly
-  those parameters, with optimizer state kept per (loss, parameter).  Later
-  backward passes see the updated weights and the shared forward's activations.
-  ``multiway_param { shared_forward: false }`` forwards again before each
-  backward (Naive MW-BP); ``order: DEEP_TO_SHALLOW`` reverses the order.
+  deep by default) a backward over every layer from the input to that loss
+  followed by an update of exactly those parameters, with optimizer state kept
+  per (loss, parameter).  Later backward passes see the updated weights and the
+  shared forward's activations.  ``multiway_param { shared_forward: false }``
+  forwards again before each backward (Naive MW-BP); ``order: DEEP_TO_SHALLOW``
+  reverses the order.  A gradient_scope restricts a MULTIWAY backward only when
+  its ``modes`` name MULTIWAY (the MW-BP/Relay hybrid); by default scopes bind
+  RELAY alone.
+
+Each loss's *head* (its own branch, ``check.scopes.exit_heads``) is listed on its
+backward step: MW-BP scales the other (segment) gradients by gamma, not the head's.
 
 Nothing else in netspec special-cases a mode: the solver runs these steps.
 """
@@ -25,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .check import CheckedNet, Loss
-from .check.scopes import gradient_reach, learnable
+from .check.scopes import exit_heads, gradient_reach, learnable
 from .diagnostics import Diagnostic, NetspecError
 from .proto import caffe_pb2
 
@@ -46,9 +52,9 @@ class Forward:
 class Backward:
     """Gradient of the weighted ``losses`` into ``params``; ``stop_at`` blobs block it.
 
-    ``head`` lists the parameters only this backward's loss trains: under MULTIWAY
-    the loss weight gamma scales the other (segment) gradients and, unless
-    ``scale_head_gradients`` is set, not these.
+    ``head`` lists the parameters of the loss's own branch (``check.scopes.exit_heads``):
+    under MULTIWAY the loss weight gamma scales the other (segment) gradients and,
+    unless ``scale_head_gradients`` is set, not these.
     """
 
     losses: tuple
@@ -85,6 +91,9 @@ class Schedule:
     primary: str
     params: dict[str, tuple] = field(default_factory=dict)     # loss -> params its gradient reaches
     variant: str = ""
+    reach: dict[str, set] = field(default_factory=dict)        # loss -> layers its gradient reaches
+    scoped: tuple = ()                                         # losses whose gradient_scope applies
+    segment_lr: str = "NONE"                                   # MULTIWAY: multiway_param.segment_lr
 
     def outputs(self) -> set[str]:
         """The losses whose tops the training module must compute."""
@@ -127,6 +136,8 @@ def primary_loss(net: CheckedNet, name: str = "") -> Loss:
 
 def full_reach(net: CheckedNet, loss: Loss) -> set[str]:
     """Every layer the loss's gradient reaches when its gradient_scope is ignored."""
+    if loss.reach:
+        return loss.reach
     node = net.graph.layer(loss.layer)
     return gradient_reach(net.graph, node, set(), 0, net.source.net.force_backward)
 
@@ -141,26 +152,34 @@ def build_schedule(net: CheckedNet, solver=None) -> Schedule:
 def _standard(net, solver, primary) -> Schedule:
     params = layer_params(net, full_reach(net, primary))
     steps = [Forward((primary.layer,)), Backward((primary.layer,), params), Update(params)]
-    return Schedule("STANDARD", steps, [primary.layer], primary.layer, {primary.layer: params})
+    return Schedule("STANDARD", steps, [primary.layer], primary.layer, {primary.layer: params},
+                    reach={primary.layer: full_reach(net, primary)})
 
 
 def _joint(net, solver, primary) -> Schedule:
     names = tuple(l.layer for l in net.losses)
-    reach = set().union(*(full_reach(net, l) for l in net.losses))
-    params = layer_params(net, reach)
-    per = {l.layer: layer_params(net, full_reach(net, l)) for l in net.losses}
+    reach = {l.layer: full_reach(net, l) for l in net.losses}
+    params = layer_params(net, set().union(*reach.values()))
+    per = {name: layer_params(net, layers) for name, layers in reach.items()}
     steps = [Forward(names), Backward(names, params), Update(params)]
-    return Schedule("JOINT", steps, list(names), primary.layer, per)
+    return Schedule("JOINT", steps, list(names), primary.layer, per, reach=reach)
 
 
 def _relay(net, solver, primary) -> Schedule:
     names = tuple(l.layer for l in net.losses)
-    per = {l.layer: layer_params(net, l.scope) for l in net.losses}
+    reach = {l.layer: l.scope_for("RELAY") for l in net.losses}
+    per = {name: layer_params(net, layers) for name, layers in reach.items()}
     steps = [Forward(names)]
-    steps += [Backward((l.layer,), per[l.layer], tuple(l.stop_at), accumulate=True) for l in net.losses]
-    union = layer_params(net, set().union(*(l.scope for l in net.losses)))
-    steps.append(Update(union))
-    return Schedule("RELAY", steps, list(names), primary.layer, per)
+    steps += [Backward((l.layer,), per[l.layer], l.stops_for("RELAY"), accumulate=True) for l in net.losses]
+    steps.append(Update(layer_params(net, set().union(*reach.values()))))
+    return Schedule("RELAY", steps, list(names), primary.layer, per, reach=reach,
+                    scoped=tuple(l.layer for l in net.losses if l.binds("RELAY")))
+
+
+def segment_lr_rule(mp) -> str:
+    """multiway_param's segment lr rule by name (``segment_lr_scaling: true`` is LOSS_COUNT)."""
+    rule = caffe_pb2.MultiwayParameter.SegmentLr.Name(mp.segment_lr)
+    return "LOSS_COUNT" if mp.segment_lr_scaling and rule == "NONE" else rule
 
 
 def _multiway(net, solver, primary) -> Schedule:
@@ -168,19 +187,24 @@ def _multiway(net, solver, primary) -> Schedule:
     order = sorted(net.losses, key=lambda l: (l.depth, net.graph.layer(l.layer).index))
     if mp.order == caffe_pb2.MultiwayParameter.DEEP_TO_SHALLOW:
         order.reverse()
-    per = {l.layer: layer_params(net, l.scope) for l in order}
+    reach = {l.layer: l.scope_for("MULTIWAY") for l in order}
+    per = {name: layer_params(net, layers) for name, layers in reach.items()}
+    heads = exit_heads(net.graph, net.losses)
     names = tuple(l.layer for l in order)
     steps = [] if not mp.shared_forward else [Forward(names)]
     for loss in order:
         if not mp.shared_forward:
             steps.append(Forward((loss.layer,)))
-        others = set().union(*(set(per[o]) for o in names if o != loss.layer)) if len(names) > 1 else set()
-        head = tuple(p for p in per[loss.layer] if p not in others)
-        steps.append(Backward((loss.layer,), per[loss.layer], tuple(loss.stop_at), head))
+        mine = set(layer_params(net, heads[loss.layer] & reach[loss.layer]))
+        head = tuple(p for p in per[loss.layer] if p in mine)
+        steps.append(Backward((loss.layer,), per[loss.layer], loss.stops_for("MULTIWAY"), head))
         steps.append(Update(per[loss.layer], slot=loss.layer))
     variant = ("naive " if not mp.shared_forward else "") + \
-        ("reverse" if mp.order == caffe_pb2.MultiwayParameter.DEEP_TO_SHALLOW else "")
-    return Schedule("MULTIWAY", steps, list(names), primary.layer, per, variant.strip())
+        ("reverse " if mp.order == caffe_pb2.MultiwayParameter.DEEP_TO_SHALLOW else "")
+    scoped = tuple(l.layer for l in order if l.binds("MULTIWAY"))
+    variant += "MW-BP/Relay hybrid" if scoped else ""
+    return Schedule("MULTIWAY", steps, list(names), primary.layer, per, variant.strip(), reach=reach,
+                    scoped=scoped, segment_lr=segment_lr_rule(mp))
 
 
 _BUILDERS = {"STANDARD": _standard, "JOINT": _joint, "RELAY": _relay, "MULTIWAY": _multiway}
@@ -189,14 +213,27 @@ _BUILDERS = {"STANDARD": _standard, "JOINT": _joint, "RELAY": _relay, "MULTIWAY"
 def gradient_sources(net: CheckedNet, schedule: Schedule) -> dict[str, list[str]]:
     """Layer name -> the losses whose gradient reaches it under ``schedule`` (for drawing)."""
     reach: dict[str, list[str]] = {n.name: [] for n in net.graph.layers()}
-    by_name = {l.layer: l for l in net.losses}
     for step in schedule.steps:
         if not isinstance(step, Backward):
             continue
         for loss in step.losses:
-            scoped = schedule.mode in ("RELAY", "MULTIWAY")
-            layers = by_name[loss].scope if scoped else full_reach(net, by_name[loss])
+            layers = schedule.reach.get(loss)
+            if layers is None:            # a hand-built Schedule: every ancestor
+                layers = full_reach(net, next(l for l in net.losses if l.layer == loss))
             for layer in layers:
                 if loss not in reach[layer]:
                     reach[layer].append(loss)
     return reach
+
+
+def scope_notes(net: CheckedNet, schedule: Schedule) -> dict[str, str]:
+    """Loss layer -> how its gradient_scope stands under the schedule's mode (losses with a scope)."""
+    out = {}
+    for loss in net.losses:
+        if not loss.has_scope:
+            continue
+        parts = ([f"stop_at {', '.join(loss.stop_at)}"] if loss.stop_at else []) + \
+            ([f"max_depth {loss.max_depth}"] if loss.max_depth else [])
+        state = "applies" if loss.layer in schedule.scoped else "ignored"
+        out[loss.layer] = f"{'; '.join(parts)} (binds {', '.join(loss.modes)}: {state} under {schedule.mode})"
+    return out

@@ -5,13 +5,13 @@ so that diagnostics can always point at the user's text.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Union
 
 from .diagnostics import Span
 
 
-@dataclass
+@dataclass(slots=True)
 class Scalar:
     """A literal: ``kind`` is 'string', 'number' or 'ident' (enum names, true, inf)."""
 
@@ -21,7 +21,7 @@ class Scalar:
     span: Span
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     """A brace (or angle) delimited list of fields; the file itself is one too."""
 
@@ -32,7 +32,7 @@ class Message:
         return [f for f in self.fields if f.name == name]
 
 
-@dataclass
+@dataclass(slots=True)
 class ListValue:
     """``field: [a, b, c]``: the text format's short form of a repeated field."""
 
@@ -40,12 +40,17 @@ class ListValue:
     span: Span
 
 
-@dataclass
+@dataclass(slots=True)
 class Field:
     name: str
     value: Union[Scalar, Message, ListValue]
     name_span: Span
-    span: Span = field(repr=False)
+
+    @property
+    def span(self) -> Span:
+        """From the field's name to the end of its value (computed: one Span less per field)."""
+        a, b = self.name_span, self.value.span
+        return Span(a.path, a.line, a.col, b.end_line, b.end_col)
 
     def values(self) -> list[Union[Scalar, Message]]:
         """The field's values, with the list short form expanded."""

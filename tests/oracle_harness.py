@@ -72,10 +72,11 @@ def run_case(case_dir: Path) -> list[Mismatch]:
     module.train(case["phase"] == "TRAIN")
     inputs = dict(np.load(case_dir / "inputs.npz"))
     with_diff = set(case.get("blobs_with_diff", []))
+    scratch = _scale_scratch(net, case)
     args = {}
     for name in compiled.generated.inputs:
         t = torch.from_numpy(inputs[name].copy())
-        t.requires_grad_(name in with_diff)
+        t.requires_grad_(name in with_diff and name not in scratch)
         args[name] = t
     retained = {}
     out = _forward(module, compiled, args, _first_versions(net), retained)
@@ -93,8 +94,19 @@ def run_case(case_dir: Path) -> list[Mismatch]:
             bad.append(Mismatch(f"forward {name}", msg))
     _params_after_forward(case_dir, compiled, tol_f, bad)
     if case.get("backward"):
-        _backward(case_dir, case, compiled, out, args, retained, bad)
+        _backward(case_dir, case, compiled, out, args, retained, bad, scratch)
     return bad
+
+
+def _scale_scratch(net, case) -> dict:
+    """Input blobs whose Caffe diff is scratch, not a gradient: without force_backward an
+    Input needs no gradient, yet ScaleLayer::Backward_cpu stores top_diff * bottom_data in
+    its bottom's diff while computing the scale's own gradient.  Maps blob -> Scale top."""
+    if case.get("force_backward"):
+        return {}
+    inputs = {b.name for n in net.graph.layers() if n.type == "Input" for b in n.tops}
+    return {n.bottoms[0].name: n.tops[0].name for n in net.graph.layers()
+            if n.type == "Scale" and n.bottoms[0].name in inputs and "weight" in n.impl.blobs}
 
 
 def _first_versions(net) -> dict:
@@ -136,7 +148,7 @@ def _params_after_forward(case_dir, compiled, tol, bad) -> None:
             bad.append(Mismatch(f"params after forward {key}", msg))
 
 
-def _backward(case_dir, case, compiled, out, args, retained, bad) -> None:
+def _backward(case_dir, case, compiled, out, args, retained, bad, scratch) -> None:
     tops = np.load(case_dir / "top_diffs.npz")
     seeds = [(out[n], torch.from_numpy(tops[n].copy())) for n in tops.files if n in out]
     seeds = [(t, g.reshape(t.shape)) for t, g in seeds if t.requires_grad]
@@ -150,6 +162,15 @@ def _backward(case_dir, case, compiled, out, args, retained, bad) -> None:
     zero = set(case.get("zero_param_diffs", []))
     for key in bwd.files:
         kind, rest = key.split("/", 1)
+        if kind == "blob" and rest in scratch:
+            # netspec computes no gradient here; check that Caffe's value is the scratch product
+            product = bwd[f"blob/{scratch[rest]}"] * args[rest].detach().numpy()
+            if not np.array_equal(bwd[key], product):
+                bad.append(Mismatch(f"diff {rest}", "Caffe wrote a diff that is not Scale's scratch"))
+            if args[rest].grad is not None:
+                bad.append(Mismatch(f"diff {rest}", "netspec back-propagated into an Input that "
+                                    "needs no gradient (no force_backward)"))
+            continue
         if kind == "blob":
             _blob_diff(rest, bwd[key], args, retained, tol, bad, seeded=tops)
             continue

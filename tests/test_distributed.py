@@ -209,3 +209,31 @@ def test_a_hung_rank_ends_the_job_after_the_timeout(tmp_path):
     finally:
         procs[1].kill()
         procs[1].communicate()
+
+
+def test_ddp_with_iter_size_all_reduces_once_per_iteration(tmp_path):
+    """iter_size 3 under DDP: the first two micro-batches run under no_sync, so each iteration
+    runs one round of bucket all-reduces (counted by a comm hook), not three; and the update
+    equals one process's (a world of one rank: the sums are the local ones)."""
+    import torch.distributed as dist
+    from netspec.solve.distributed import DistContext, DistributedSolver
+    path = write_solver(tmp_path / "iter3", "JOINT", iter_size=3)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        ctx = DistContext(0, 1, 0, torch.device("cpu"), "gloo", 60.0)
+        solver = DistributedSolver(ctx, path, log=lambda _: None)
+        calls = []
+
+        def counting(state, bucket):
+            calls.append(bucket.index())
+            return dist.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda f: f.value()[0])
+        solver.executor.ddp.register_comm_hook(None, counting)
+        solver.step(2)
+        buckets = len(set(calls))
+        assert buckets >= 1 and len(calls) == 2 * buckets
+        mine = weights(solver)
+    finally:
+        dist.destroy_process_group()
+    one = Solver(path, log=lambda _: None)
+    one.step(2)
+    assert_close(mine, weights(one))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from experiments import gradients, run_all, run_modes
-from experiments.common import EXITS, MODES, net_copy, set_field
+from experiments.common import EXITS, MODES, net_copy, set_field, solver_net
 
 SECTIONS = ("modes", "cost", "gradients")
 
@@ -30,6 +30,15 @@ def test_net_copy_inits_and_frozen_trunk(tmp_path):
     assert 'source: "/' in gauss                       # data lists made absolute
     with pytest.raises(ValueError):
         net_copy(tmp_path, "xavier")
+
+
+def test_every_mode_trains_its_own_copy_of_the_net():
+    """MW-BP runs on the net without scopes, RELAY on the Relay-scoped copy, the hybrid on the
+    copy whose scopes bind MULTIWAY too; the hybrid is its own row."""
+    nets = {m: solver_net(m).name for m in MODES}
+    assert nets["MULTIWAY"] == nets["JOINT"] == nets["STANDARD"] == "deep_plain.prototxt"
+    assert nets["RELAY"] == "deep_plain_relay.prototxt"
+    assert nets["MW-BP/Relay hybrid"] == "deep_plain_hybrid.prototxt"
 
 
 @pytest.fixture(autouse=True)

@@ -81,3 +81,59 @@ def test_one_scheduled_iteration(tmp_path, solver_name):
         assert set(rec["losses"]) == {"loss"} and not any(heads.values())
     else:
         assert set(rec["losses"]) == {f"{e}_loss" for e in EXITS} | {"loss"} and all(heads.values())
+
+
+# ------------------------------------------------------------------ the digits example
+DIGITS = RESNET.parent / "digits"
+
+
+def _schedule(solver_path):
+    from netspec.check import check_net
+    from netspec.schedule import build_schedule
+    from netspec.solve.solver import read_solver
+    spec = read_solver(solver_path)
+    net = check_net(spec.train, spec.train_state, {})
+    return net, build_schedule(net, spec.param)
+
+
+@pytest.mark.parametrize("name, blobs, scoped", [
+    ("multiway", [8, 14, 20, 26], ()),              # MW-BP: every layer from the input to each loss
+    ("multiway_naive", [8, 14, 20, 26], ()),
+    ("multiway_hybrid", [8, 12, 12, 12], ("exit1_loss", "exit2_loss", "exit3_loss", "main_loss")),
+])
+def test_digits_multiway_solvers(name, blobs, scoped):
+    _, sched = _schedule(DIGITS / f"solver_{name}.prototxt")
+    assert sched.mode == "MULTIWAY" and sched.scoped == scoped
+    assert [len(sched.params[l]) for l in sched.losses] == blobs
+
+
+def test_digits_relay_scopes_bind_relay_only():
+    net, sched = _schedule(DIGITS / "solver_relay.prototxt")
+    assert all(l.max_depth == 6 and l.modes == ("RELAY",) for l in net.losses)
+    assert len(sched.scoped) == 4
+    own = ("#", "net:", "bp_mode:", "snapshot_prefix:")
+    shared = [line for line in (DIGITS / "solver_relay.prototxt").read_text().splitlines()
+              if line and not line.startswith(own)]
+    assert any(line.startswith("base_lr:") for line in shared)
+    for mode in ("standard", "joint", "multiway", "multiway_naive", "multiway_hybrid"):
+        lines = (DIGITS / f"solver_{mode}.prototxt").read_text().splitlines()
+        assert [line for line in shared if line not in lines] == [], mode   # the same settings
+
+
+def test_digits_gammas_count_the_trunk_depth_where_each_exit_attaches():
+    from netspec.solve.loss_weights import LossWeights, exit_depths
+    from netspec.solve.solver import read_solver
+    net, sched = _schedule(DIGITS / "solver_multiway.prototxt")
+    depths = exit_depths(net)
+    assert [depths[f"exit{i}_loss"] for i in (1, 2, 3)] == [3, 6, 9]
+    gammas = LossWeights(read_solver(DIGITS / "solver_multiway.prototxt").param, net, sched.primary).gammas(0)
+    assert [round(gammas[f"exit{i}_loss"], 2) for i in (1, 2, 3)] == [0.11, 0.44, 1.0]
+
+
+def test_resnet56_gammas_follow_the_public_code():
+    """(n * p_i + 1) / (n * p_lastaux + 1) with n = 2 convolutions per block, p = 7, 12, 17, 22."""
+    from netspec.solve.loss_weights import exit_depths
+    net, _ = _schedule(RESNET / "solver_multiway.prototxt")
+    d = exit_depths(net)
+    ratios = [d[f"{e}_loss"] / d["exit45_loss"] for e in EXITS]
+    assert ratios == pytest.approx([(2 * p + 1) / (2 * 22 + 1) for p in (7, 12, 17, 22)])

@@ -49,6 +49,8 @@ EXTENSION_FIELDS = {
         "iters_per_epoch": 7005,
         "amp": 7006,
         "channels_last": 7007,
+        "compile": 7020,                 # issue 14: per-segment torch.compile
+        "nonfinite": 7008,               # issue 15: STOP | SKIP | CONTINUE on NaN/inf
     },
 }
 # Messages that exist only in netspec (not in Caffe).

@@ -363,3 +363,225 @@ def test_schedules_print_as_steps():
     assert "update(params=6, state=loss_aux)" in text
     std = build_schedule(net, None)
     assert [type(s) for s in std.steps] == [Forward, Backward, Update] and std.primary == "loss"
+
+
+# ------------------------------------------- scopes bind per mode: MW-BP ignores Relay's
+def scoped(text: str, loss_layers: dict) -> str:
+    """``text`` with a gradient_scope (written as in ``loss_layers``) on the named losses."""
+    for name, scope in loss_layers.items():
+        i = text.index(f'name: "{name}" type: "SoftmaxWithLoss"')
+        j = text.index("\n", i) - 1              # the layer's closing brace
+        text = text[:j] + f"gradient_scope {{ {scope} }} " + text[j:]
+    return text
+
+
+RELAY_CONV = scoped(CONV, {"loss_aux": "max_depth: 1", "loss": 'stop_at: "c2"'})
+HYBRID_CONV = scoped(CONV, {"loss_aux": "max_depth: 1 modes: RELAY modes: MULTIWAY",
+                            "loss": 'stop_at: "c2" modes: MULTIWAY'})
+
+
+def conv_batches():
+    g = torch.Generator().manual_seed(1)
+    return [{"data": torch.randn(4, 2, 6, 6, generator=g, dtype=torch.float64),
+             "label": torch.randint(0, 3, (4,), generator=g).double()} for _ in range(3)]
+
+
+def test_multiway_ignores_relay_scopes_by_default():
+    """The conv net with Relay scopes on both losses: MULTIWAY is still Algorithm 1 over
+    every layer from the input to each loss (the independent per-layer VJP reference)."""
+    ex = executor(RELAY_CONV, solver("MULTIWAY"))
+    assert {l.layer: l.modes for l in ex.net.losses} == {"loss_aux": ("RELAY",), "loss": ("RELAY",)}
+    assert ex.schedule.scoped == () and not any(s.stop_at for s in ex.schedule.steps
+                                                if isinstance(s, Backward))
+    W = {k: v.detach().clone() for k, v in ex.params.items()}
+    data = conv_batches()
+    for it, b in enumerate(data):
+        ex.iteration([b], it, {})
+    ref = reference_conv_multiway(W, data, ("loss_aux", "loss"))
+    for k, v in ex.params.items():
+        np.testing.assert_allclose(v.detach().numpy(), ref[k].numpy(), rtol=0, atol=1e-10, err_msg=k)
+    # the same scopes do restrict RELAY
+    relay = build_schedule(ex.net, solver("RELAY"))
+    assert relay.scoped == ("loss_aux", "loss") and relay.params["loss_aux"] == ("ipa/0", "ipa/1")
+
+
+def test_scopes_that_name_multiway_give_the_hybrid():
+    net = checked(HYBRID_CONV)
+    mw = build_schedule(net, solver("MULTIWAY"))
+    assert mw.scoped == ("loss_aux", "loss") and "hybrid" in mw.variant
+    assert mw.params["loss_aux"] == ("ipa/0", "ipa/1")                 # max_depth 1: the head only
+    assert set(mw.params["loss"]) == {"conv3/0", "conv3/1", "ip3/0", "ip3/1"}    # stop_at c2
+    back = [s for s in mw.steps if isinstance(s, Backward)]
+    assert back[1].stop_at == ("c2",)
+    # loss's scope binds MULTIWAY only: RELAY trains every ancestor for it
+    relay = build_schedule(net, solver("RELAY"))
+    assert relay.scoped == ("loss_aux",) and "conv1/0" in relay.params["loss"]
+    for mode in ("JOINT", "STANDARD"):
+        assert build_schedule(net, solver(mode)).scoped == ()
+
+
+def test_heads_are_the_exits_own_branches_never_trunk_layers():
+    """Under the hybrid, conv1 is trained by loss_aux alone, yet it is trunk: gamma scales it."""
+    net = checked(scoped(CONV, {"loss_aux": "max_depth: 3 modes: MULTIWAY",
+                                "loss": 'stop_at: "c1" modes: MULTIWAY'}))
+    mw = build_schedule(net, solver("MULTIWAY"))
+    back = {s.losses[0]: s for s in mw.steps if isinstance(s, Backward)}
+    assert "conv1/0" in back["loss_aux"].params and "conv1/0" not in back["loss"].params
+    assert back["loss_aux"].head == ("ipa/0", "ipa/1")
+    assert back["loss"].head == ("conv3/0", "conv3/1", "ip3/0", "ip3/1")   # layers feeding only 'loss'
+
+
+# ------------------------------------------------- the reference code's lr split (LAMBDA)
+MLP3 = """name: "mlp3"
+layer { name: "data" type: "Input" top: "data" top: "label"
+  input_param { shape { dim: 6 dim: 5 } shape { dim: 6 } } }
+layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "h1"
+  inner_product_param { num_output: 7 weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "uniform" min: -0.1 max: 0.1 } } }
+layer { name: "relu1" type: "ReLU" bottom: "h1" top: "h1" }
+layer { name: "ipa" type: "InnerProduct" bottom: "h1" top: "za"
+  inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "loss_a" type: "SoftmaxWithLoss" bottom: "za" bottom: "label" top: "loss_a" loss_weight: 0.25 }
+layer { name: "ip2" type: "InnerProduct" bottom: "h1" top: "h2"
+  inner_product_param { num_output: 6 weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "uniform" min: -0.1 max: 0.1 } } }
+layer { name: "relu2" type: "ReLU" bottom: "h2" top: "h2" }
+layer { name: "ipb" type: "InnerProduct" bottom: "h2" top: "zb"
+  inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "loss_b" type: "SoftmaxWithLoss" bottom: "zb" bottom: "label" top: "loss_b" loss_weight: 0.5 }
+layer { name: "ip3" type: "InnerProduct" bottom: "h2" top: "z3"
+  inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "z3" bottom: "label" top: "loss" }
+"""
+
+
+def mlp3_grads(loss, W, A, y):
+    """One loss's unweighted gradients by hand, current weights W, stored activations A."""
+    head, z = {"loss_a": ("ipa", "za"), "loss_b": ("ipb", "zb"), "loss": ("ip3", "z3")}[loss]
+    dz = softmax_grad(A[z], y)
+    bottom = "h1" if loss == "loss_a" else "h2"
+    g = {f"{head}/0": dz.T @ A[bottom], f"{head}/1": dz.sum(0)}
+    d = dz @ W[f"{head}/0"]
+    if loss != "loss_a":
+        d = d * (A["z2"] > 0)
+        g["ip2/0"], g["ip2/1"] = d.T @ A["h1"], d.sum(0)
+        d = d @ W["ip2/0"]
+    d = d * (A["z1"] > 0)
+    g["ip1/0"], g["ip1/1"] = d.T @ A["x"], d.sum(0)
+    return g
+
+
+def mlp3_forward(W, x):
+    A = {"x": x, "z1": x @ W["ip1/0"].T + W["ip1/1"]}
+    A["h1"] = np.maximum(A["z1"], 0)
+    A["z2"] = A["h1"] @ W["ip2/0"].T + W["ip2/1"]
+    A["h2"] = np.maximum(A["z2"], 0)
+    A["za"] = A["h1"] @ W["ipa/0"].T + W["ipa/1"]
+    A["zb"] = A["h2"] @ W["ipb/0"].T + W["ipb/1"]
+    A["z3"] = A["h2"] @ W["ip3/0"].T + W["ip3/1"]
+    return A
+
+
+def test_segment_lr_lambda_is_the_reference_codes_lr_weight():
+    """Hand-computed: gammas 0.25 (loss_a), 0.5 (loss_b), 1 (loss).  Lambda_a = 0.25 + 0.5,
+    Lambda_b = 0.5 (the deeper auxiliary losses' gammas summed); an auxiliary loss's segment
+    steps with lr / Lambda and gradient gamma * g, its head with lr and g; loss keeps lr."""
+    lam = {"loss_a": F32(0.25) + F32(0.5), "loss_b": F32(0.5)}
+    gam = {"loss_a": F32(0.25), "loss_b": F32(0.5), "loss": 1.0}
+    heads = {"loss_a": ("ipa/0", "ipa/1"), "loss_b": ("ipb/0", "ipb/1"), "loss": ("ip3/0", "ip3/1")}
+    ex = executor(MLP3, solver("MULTIWAY", segment_lr=caffe_pb2.MultiwayParameter.LAMBDA))
+    assert ex.schedule.segment_lr == "LAMBDA"
+    W = weights_of(ex)
+    V = {n: {} for n in gam}
+    data = batches(3)
+    for it, b in enumerate(data):
+        ex.iteration([b], it, {})
+        x, y = b["data"].numpy(), b["label"].numpy()
+        A = mlp3_forward(W, x)
+        for name in ("loss_a", "loss_b", "loss"):
+            for k, g in mlp3_grads(name, W, A, y).items():
+                head = k in heads[name]
+                g = g if head else gam[name] * g
+                rate = LR if head or name == "loss" else F32(F32(LR) / lam[name])
+                V[name][k] = F32(MU) * V[name].get(k, 0) + rate * (g + F32(DECAY) * W[k])
+                W[k] = W[k] - V[name][k]
+    for k, v in weights_of(ex).items():
+        np.testing.assert_allclose(v, W[k], rtol=1e-6, atol=1e-9, err_msg=k)
+
+
+def test_segment_lambdas_sum_the_deeper_auxiliary_gammas():
+    from netspec.solve.loss_weights import segment_lambdas
+    gammas = {"e1": 1 / 9, "e2": 4 / 9, "e3": 1.0, "main": 1.0}     # digits: (3/9)^2, (6/9)^2, 1
+    depths = {"e1": 3, "e2": 6, "e3": 9, "main": 12}
+    lam = segment_lambdas(gammas, depths, "main")
+    assert lam == pytest.approx({"e1": 14 / 9, "e2": 13 / 9, "e3": 1.0})
+
+
+def test_segment_lr_scaling_is_loss_count():
+    from netspec.schedule import segment_lr_rule
+    mp = caffe_pb2.MultiwayParameter(segment_lr_scaling=True)
+    assert segment_lr_rule(mp) == "LOSS_COUNT"
+    assert segment_lr_rule(caffe_pb2.MultiwayParameter()) == "NONE"
+
+
+# ---------------------------------------------------------- same seed, same start weights
+def test_every_mode_starts_from_the_same_weights(tmp_path):
+    """STANDARD prunes the exit heads from its module, but fills the whole net first: for one
+    random_seed the trunk blobs of all four modes are identical (and the exits of the others)."""
+    from conftest import REPO
+    from netspec.solve.solver import Solver
+    digits = REPO / "models" / "digits"
+    start = {}
+    for mode in ("standard", "joint", "relay", "multiway"):
+        text = (digits / f"solver_{mode}.prototxt").read_text()
+        text = text.replace('net: "', f'net: "{digits}/').replace("random_seed: 1", "random_seed: 5")
+        (tmp_path / f"{mode}.prototxt").write_text(text)
+        s = Solver(tmp_path / f"{mode}.prototxt", log=lambda line: None)
+        start[mode] = {k: v.detach().clone() for k, v in s.executor.params.items()}
+    trunk = {f"conv{i}/{j}" for i in range(1, 13) for j in (0, 1)} | {"main_fc/0", "main_fc/1"}
+    assert set(start["standard"]) == trunk
+    for mode in ("joint", "relay", "multiway"):
+        assert set(start[mode]) == trunk | {f"exit{i}_fc/{j}" for i in (1, 2, 3) for j in (0, 1)}
+        for k in start[mode]:
+            assert torch.equal(start[mode][k], start["joint"][k]), (mode, k)
+        for k in trunk:
+            assert torch.equal(start[mode][k], start["standard"][k]), (mode, k)
+
+
+def test_two_segment_lr_rules_at_once_are_an_error(tmp_path):
+    from netspec.diagnostics import NetspecError
+    from netspec.solve.solver import read_solver
+    path = tmp_path / "s.prototxt"
+    path.write_text('net: "n.prototxt"\nbase_lr: 0.1\nbp_mode: MULTIWAY\n'
+                    "multiway_param { segment_lr_scaling: true segment_lr: LAMBDA }\n")
+    with pytest.raises(NetspecError) as e:
+        read_solver(path)
+    codes = {d.code: d for d in e.value.diagnostics if d.severity == "error"}
+    assert "E0600" in codes and "segment_lr: LAMBDA" in codes["E0600"].message
+    assert codes["E0600"].span.line == 4
+
+
+def test_lambda_through_the_solver_on_digits(tmp_path):
+    """The bundled MW-BP solver with segment_lr: LAMBDA: Eq. 5's gammas 1/9, 4/9, 1 give
+    Lambda = 14/9, 13/9, 1; two iterations run through the solver's guarded update rules."""
+    from conftest import REPO
+    from netspec.solve.solver import Solver
+    digits = REPO / "models" / "digits"
+    text = (digits / "solver_multiway.prototxt").read_text().replace('net: "', f'net: "{digits}/')
+    (tmp_path / "s.prototxt").write_text(text + "multiway_param { segment_lr: LAMBDA }\n")
+    s = Solver(tmp_path / "s.prototxt", log=lambda line: None)
+    specs = {k: v for k, v in s.executor.updaters["exit1_loss"].specs.items()}
+    s.step(2)
+    assert s.executor.lr_scale == pytest.approx({"exit1_loss": 9 / 14, "exit2_loss": 9 / 13, "exit3_loss": 1.0})
+    assert s.executor.updaters["exit1_loss"].specs == specs          # restored after each update
+
+
+def test_loss_count_divides_by_the_losses_updating_a_parameter(tmp_path):
+    from conftest import REPO
+    from netspec.solve.solver import Solver
+    digits = REPO / "models" / "digits"
+    text = (digits / "solver_multiway.prototxt").read_text().replace('net: "', f'net: "{digits}/')
+    (tmp_path / "s.prototxt").write_text(text + "multiway_param { segment_lr: LOSS_COUNT }\n")
+    s = Solver(tmp_path / "s.prototxt", log=lambda line: None)
+    assert s.schedule.segment_lr == "LOSS_COUNT" and s.executor.lr_scale == {}
+    specs = s.executor.updaters["main_loss"].specs
+    # conv1 is updated by all 4 losses, conv7 by exit3 and main, conv12 by main; biases lr_mult 2
+    assert specs["conv1/0"] == (0.25, 1) and specs["conv7/1"] == (1.0, 0) and specs["conv12/0"] == (1, 1)

@@ -123,12 +123,15 @@ def _weights(tmp_path, schedule: str, **fields):
 def test_multiway_power_gammas_follow_eq5(tmp_path):
     s, lw = _weights(tmp_path, "type: MULTIWAY_POWER nu: 2")
     depths = exit_depths(s.net)
-    assert depths == {"exit1_loss": 4, "exit2_loss": 7, "exit3_loss": 10, "main_loss": 13}
+    # L_i: the trunk depth where exit i attaches (conv3, conv6, conv9), its own branch not counted
+    assert {k: depths[k] for k in ("exit1_loss", "exit2_loss", "exit3_loss")} == \
+        {"exit1_loss": 3, "exit2_loss": 6, "exit3_loss": 9}
     g = lw.gammas(0)
     assert g["main_loss"] == 1.0
-    assert g["exit1_loss"] == pytest.approx(max(0.01, (4 / 10) ** 2))
+    assert g["exit1_loss"] == pytest.approx((3 / 9) ** 2) and round(g["exit1_loss"], 2) == 0.11
+    assert g["exit2_loss"] == pytest.approx((6 / 9) ** 2) and round(g["exit2_loss"], 2) == 0.44
     assert g["exit3_loss"] == pytest.approx(1.0)
-    assert lw.factors(0)["exit1_loss"] == pytest.approx(0.16 / float(torch.tensor(0.3)))
+    assert lw.factors(0)["exit1_loss"] == pytest.approx((1 / 9) / float(torch.tensor(0.3)))
 
 
 def test_adaptive_nu_doubles_or_halves_at_each_lr_drop(tmp_path):

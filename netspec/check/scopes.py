@@ -15,6 +15,15 @@ reached only through them receives it.
 nearest the loss: along each backward path, the k-th layer with learnable
 parameters is kept while k <= N, and the N-th sends no gradient into its
 bottoms (distance is the minimum over paths).
+
+A scope binds only the BP modes its ``modes`` list names, RELAY when it names none:
+MULTIWAY on a net carrying Relay scopes is the paper's MW-BP (every layer from the
+input to the loss), and ``modes: RELAY modes: MULTIWAY`` asks for the hybrid.
+JOINT and STANDARD never apply a scope.
+
+A loss's *head* is its own branch: the layers whose only downstream loss is this
+one (an exit's pooling and classifier).  The trunk depth where the exit attaches is
+the longest weight-layer path to a non-head ancestor (MW-BP's L_i).
 """
 from __future__ import annotations
 
@@ -23,6 +32,10 @@ from dataclasses import dataclass, field
 
 from ..diagnostics import Diagnostics, did_you_mean
 from ..graph import Blob, LayerNode, NetGraph
+from ..proto import caffe_pb2
+
+SCOPED_MODES = ("RELAY", "MULTIWAY")      # the modes a gradient_scope can bind
+DEFAULT_SCOPE_MODES = ("RELAY",)
 
 
 @dataclass
@@ -35,10 +48,27 @@ class Loss:
     max_depth: int = 0
     scope: set[str] = field(default_factory=set)
     depth: int = 0                          # longest path from the inputs, in layers
+    modes: tuple = ()                       # BP modes the scope binds (none without a scope)
+    reach: set[str] = field(default_factory=set)     # layers reached with the scope ignored
 
     @property
     def weight(self) -> float:
         return sum(w for _, w in self.tops)
+
+    @property
+    def has_scope(self) -> bool:
+        return bool(self.stop_at or self.max_depth)
+
+    def binds(self, mode: str) -> bool:
+        """Whether this loss's gradient_scope applies under BP mode ``mode``."""
+        return self.has_scope and mode in self.modes
+
+    def scope_for(self, mode: str) -> set[str]:
+        """The layers this loss's gradient reaches under ``mode``."""
+        return self.scope if self.binds(mode) else self.reach
+
+    def stops_for(self, mode: str) -> tuple:
+        return tuple(self.stop_at) if self.binds(mode) else ()
 
 
 def learnable(node: LayerNode) -> bool:
@@ -65,8 +95,10 @@ def find_losses(graph: NetGraph, src, diags: Diagnostics) -> list[Loss]:
         loss = Loss(node.name, [(t, w) for t, w in zip(node.tops, node.loss_weights) if w != 0],
                     list(gs.stop_at), gs.max_depth, depth=depth[node.name])
         _check_stop_at(graph, node, loss, src, diags)
+        loss.modes = _scope_modes(node, gs, src, diags) if loss.has_scope else ()
         loss.scope = gradient_reach(graph, node, set(loss.stop_at), loss.max_depth,
                                     src.net.force_backward)
+        loss.reach = gradient_reach(graph, node, set(), 0, src.net.force_backward)
         if not any(learnable(graph.layer(n)) for n in loss.scope):
             report = diags.error if has_scope else diags.warning
             code = "E0401" if has_scope else "W0300"
@@ -76,6 +108,55 @@ def find_losses(graph: NetGraph, src, diags: Diagnostics) -> list[Loss]:
                          "nothing below this loss has lr_mult != 0 parameters"])
         losses.append(loss)
     return losses
+
+
+def _scope_modes(node: LayerNode, gs, src, diags) -> tuple:
+    names = [caffe_pb2.SolverParameter.BPMode.Name(m) for m in gs.modes]
+    for i, name in enumerate(names):
+        if name not in SCOPED_MODES:
+            diags.error("E0403", f"gradient_scope of loss '{node.name}' names mode {name}, which "
+                        "never applies a scope", src.span(node.path + ("gradient_scope", "modes", i)),
+                        help=["JOINT and STANDARD train every ancestor of every loss; "
+                              "scopes bind RELAY and MULTIWAY"])
+    return tuple(dict.fromkeys(n for n in names if n in SCOPED_MODES)) or DEFAULT_SCOPE_MODES
+
+
+def unused_scope_warnings(graph: NetGraph, losses: list, mode: str, src, diags: Diagnostics) -> None:
+    """Warn (W0301) about every gradient_scope that BP mode ``mode`` does not apply."""
+    for loss in losses:
+        if loss.has_scope and not loss.binds(mode):
+            node = graph.layer(loss.layer)
+            binds = " and ".join(loss.modes)
+            diags.warning("W0301", f"the gradient_scope of loss '{loss.layer}' binds {binds}; "
+                          f"bp_mode {mode} ignores it", src.name_span(node.path + ("gradient_scope",)),
+                          help=[f"under {mode} this loss trains every layer from the input to it"] +
+                          (["add `modes: MULTIWAY` to the scope for the MW-BP/Relay hybrid"]
+                           if mode == "MULTIWAY" else []))
+
+
+def exit_heads(graph: NetGraph, losses: list) -> dict[str, set[str]]:
+    """Loss layer -> its head: the loss and the layers whose only downstream loss is it."""
+    names = {l.layer for l in losses}
+    feeds: dict[str, set[str]] = {}
+    for name in names:
+        for layer in graph.ancestors(name) | {name}:
+            feeds.setdefault(layer, set()).add(name)
+    return {name: {layer for layer, fed in feeds.items() if fed == {name}} for name in names}
+
+
+def trunk_depths(graph: NetGraph, losses: list) -> dict[str, int]:
+    """Loss layer -> weight layers on the longest path from the inputs to where its head attaches.
+
+    MW-BP's L_i (Eq. 5; the public code's ``n * p_i + 1``): the exit's own branch is
+    not counted, so exits after conv3, conv6 and conv9 sit at depths 3, 6 and 9.
+    """
+    depth: dict[str, int] = {}
+    for node in graph.layers():
+        preds = [depth[u] for u, _, _ in graph.in_edges(node.name) if u in depth]
+        depth[node.name] = max(preds, default=0) + (1 if learnable(node) else 0)
+    heads = exit_heads(graph, losses)
+    return {l.layer: max((depth[a] for a in graph.ancestors(l.layer) if a not in heads[l.layer]),
+                         default=0) for l in losses}
 
 
 def _check_stop_at(graph: NetGraph, node: LayerNode, loss: Loss, src, diags) -> None:

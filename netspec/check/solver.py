@@ -168,3 +168,8 @@ def _check_values(spec: SolverSpec, diags: Diagnostics) -> None:
         bad("weight_decay", f"weight_decay must be non-negative, got {p.weight_decay:.7g}")
     if p.HasField("primary_loss") and not p.primary_loss:
         bad("primary_loss", "primary_loss is empty")
+    mp = p.multiway_param
+    if mp.segment_lr_scaling and mp.segment_lr == caffe_pb2.MultiwayParameter.LAMBDA:
+        diags.error("E0600", "multiway_param gives segment_lr_scaling: true (LOSS_COUNT) and "
+                    "segment_lr: LAMBDA", at(("multiway_param", "segment_lr")),
+                    help=["keep one rule: segment_lr: LAMBDA, LOSS_COUNT or NONE"])

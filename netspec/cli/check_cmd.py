@@ -1,33 +1,43 @@
 """Parse and check a net or a solver file, then print one row per layer.
 
-Each row gives the layer's name and type, its top shapes, its parameter count
+Each row gives the layer's name and type, its top shapes, its parameter count, its
+multiply-accumulates per sample (MACs; the totals per exit follow the table)
 and which losses' gradients reach it (L1, L2, ... as listed below the table);
 the line under it shows bottoms -> tops.  A solver file is validated together
-with every net it names.
+with every net it names; its train net's gradients and scopes are shown under the
+solver's bp_mode, and a gradient_scope that mode ignores is a warning (W0301).
 
 examples:
   netspec check models/digits/deep_plain.prototxt
   netspec check deploy.prototxt --phase TEST
   netspec check train_val.prototxt --input-shape data=10,3,227,227
   netspec check models/digits/solver_relay.prototxt
+  netspec check models/digits/deep_plain_relay.prototxt --solver models/digits/solver_multiway.prototxt
 """
 from __future__ import annotations
 
 import sys
 
 from ..check import CheckedNet, check_net, load
+from ..check.scopes import unused_scope_warnings
 from ..check.solver import load_solver
-from ..diagnostics import Diagnostics, NetspecError
+from ..diagnostics import Diagnostic, Diagnostics, NetspecError
 from ..layers.base import fmt_shape
 from ..lower import NetState
-from .main import add_state_options, report
+from ..schedule import Schedule, build_schedule, gradient_sources, scope_notes
+from ..tools.macs import exit_lines, fmt_macs, net_macs
+from ..check import memory
+from .main import add_gpu_option, add_state_options, device_of, report
 
 WIDTH = 80
 
 
 def add_arguments(p) -> None:
     p.add_argument("file", help="a net (.prototxt) or solver file")
+    p.add_argument("--solver", metavar="S",
+                   help="show the net's gradients and scopes under this solver's bp_mode")
     add_state_options(p)
+    add_gpu_option(p)           # warn when one batch needs more than that GPU's memory
 
 
 def run(args) -> int:
@@ -56,12 +66,42 @@ def run(args) -> int:
         diags.extend(net_diags)
     if diags.errors:
         raise NetspecError(diags.items)
+    schedules = {}
+    param = spec.param if kind == "solver" else _solver_param(getattr(args, "solver", None))
+    first = checked[0] if checked else None
+    if param is not None and first and first[0] in ("train net", "net") and first[1].losses:
+        net = first[1]
+        schedules[first[0]] = sched = build_schedule(net, param)
+        unused_scope_warnings(net.graph, net.losses, sched.mode, net.source, diags)
     out = sys.stdout
+    device = device_of(args.gpu)
     for label, net in checked:
-        print(format_net(net, label), file=out)
+        print(format_net(net, label, schedules.get(label)) + _memory(net, label, device, diags), file=out)
     if diags.items:
         report(diags.items, getattr(args, "format", "text"))
     return 0
+
+
+def _memory(net: CheckedNet, label: str, device: str, diags: Diagnostics) -> str:
+    """The memory line under a net's table; W0700 when one batch would not fit ``device``."""
+    m = memory.estimate(net)
+    warning = memory.fit_warning(m, f"{label} '{net.name}'", device)
+    if warning is not None:
+        diags.extend([warning])
+    return memory.report_line(m) + "\n"
+
+
+def _solver_param(path: str | None):
+    """The SolverParameter of ``--solver`` (its nets are not loaded), or None."""
+    if not path:
+        return None
+    diags = Diagnostics()
+    kind, obj = load(path, diags)
+    diags.check()
+    if kind != "solver":
+        raise NetspecError([Diagnostic("E0800", f"'{path}' is a net, not a solver file",
+                                       help=["pass the net as FILE and the solver with --solver"])])
+    return obj[0]
 
 
 def _override(state: NetState, args) -> NetState:
@@ -82,40 +122,82 @@ def _cut(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n - 1] + "~"
 
 
-def format_net(net: CheckedNet, label: str = "net") -> str:
-    """The layer table, totals and loss list, fitting in 80 columns."""
+def format_net(net: CheckedNet, label: str = "net", schedule: Schedule | None = None) -> str:
+    """The layer table, totals and loss list, fitting in 80 columns.
+
+    With a ``schedule`` the grads column and the scopes follow its BP mode; without,
+    they show each loss's gradient_scope as written.
+    """
     loss_ids = {l.layer: f"L{i + 1}" for i, l in enumerate(net.losses)}
     title = f"{label} '{net.name}' ({net.source.path}), phase {net.state.phase_name}"
     if net.state.stages:
         title += f", stages {', '.join(net.state.stages)}"
+    sources = gradient_sources(net, schedule) if schedule is not None else None
     lines = [_cut(title, WIDTH), "",
-             f"{'layer':<22} {'type':<16} {'top shape':<20} {'params':>10}  grads",
+             f"{'layer':<20} {'type':<14} {'top shape':<18} {'params':>9} {'MACs':>7}  grads",
              "-" * WIDTH]
+    unknown = unknown_param_layers(net)
+    macs = net_macs(net)
     for node in net.graph.layers():
         tops = ", ".join(fmt_shape(net.shapes.get(b)).replace(", ", "x") for b in node.tops)
-        grads = " ".join(loss_ids[l] for l in net.losses_reaching(node.name)) or "-"
+        reaching = net.losses_reaching(node.name) if sources is None else sources[node.name]
+        grads = " ".join(loss_ids[l] for l in reaching) or "-"
         params = net.params(node.name)
-        lines.append(f"{_cut(node.name, 22):<22} {_cut(node.type, 16):<16} {_cut(tops or '-', 20):<20} "
-                     f"{params if params else '-':>10}  {_cut(grads, 6)}")
+        params = "?" if node.name in unknown else params     # blobs whose shape needs an input's
+        lines.append(f"{_cut(node.name, 20):<20} {_cut(node.type, 14):<14} {_cut(tops or '-', 18):<18} "
+                     f"{params if params else '-':>9} {_macs_cell(macs[node.name]):>7}  {_cut(grads, 6)}")
         flow = f"{', '.join(map(str, node.bottoms)) or '(input)'} -> {', '.join(map(str, node.tops)) or '-'}"
         lines.append("    " + _cut(flow, WIDTH - 4))
     lines.append("-" * WIDTH)
-    lines.append(f"{len(net.graph)} layers, {net.total_params():,} parameters "
-                 f"({net.total_params() * 4 / 2**20:.1f} MiB as float32)")
-    lines += _loss_lines(net, loss_ids)
+    lines += _total_lines(net, unknown)
+    lines += exit_lines(net, macs)
+    lines += _loss_lines(net, loss_ids, schedule)
     return "\n".join(lines) + "\n"
 
 
-def _loss_lines(net: CheckedNet, loss_ids: dict) -> list[str]:
+def _macs_cell(macs: int | None) -> str:
+    return "-" if macs == 0 else fmt_macs(macs, sep="")
+
+
+def unknown_param_layers(net: CheckedNet) -> list[str]:
+    """Layers with learnable blobs whose shapes are unknown (they follow an input of unknown shape)."""
+    return [n.name for n in net.graph.layers() if n.impl.blobs and not net.blob_shapes.get(n.name)]
+
+
+def unknown_inputs(net: CheckedNet) -> list[str]:
+    """The net's input blobs (data layer tops) whose shape is unknown."""
+    return list(dict.fromkeys(b.name for n in net.graph.layers() if n.impl.is_data
+                              for b in n.tops if net.shapes.get(b) is None))
+
+
+def _total_lines(net: CheckedNet, unknown: list[str]) -> list[str]:
+    """The totals line; with unknown input shapes the count is unknown, never a false number."""
+    total = net.total_params()
+    if not unknown:
+        return [f"{len(net.graph)} layers, {total:,} parameters ({total * 4 / 2**20:.1f} MiB as float32)"]
+    known = f", {total:,} in the layers with known shapes" if total else ""
+    inputs = unknown_inputs(net)
+    give = " ".join(f"{b}=N,C,H,W" for b in inputs)
+    return [f"{len(net.graph)} layers, parameters unknown ({len(unknown)} layer(s) need the shape of "
+            f"input {', '.join(inputs) or '?'}{known})",
+            _cut(f"  give the shape with --input-shape {give}" if inputs else
+                 "  give the input shapes with --input-shape BLOB=N,C,H,W", WIDTH)]
+
+
+def _loss_lines(net: CheckedNet, loss_ids: dict, schedule: Schedule | None = None) -> list[str]:
     if not net.losses:
         return ["no losses"]
-    out = ["", "losses:"]
+    out = ["", "losses:" if schedule is None else f"losses under {schedule.mode}:"]
+    notes = scope_notes(net, schedule) if schedule is not None else {}
     for loss in net.losses:
         weights = ", ".join(f"{b.name} x {w:g}" for b, w in loss.tops)
-        learn = sum(1 for n in loss.scope if net.params(n))
+        reach = schedule.reach.get(loss.layer, set()) if schedule is not None else loss.scope
+        learn = sum(1 for n in reach if net.params(n))
         out.append(_cut(f"  {loss_ids[loss.layer]} {loss.layer}: {weights}; gradient reaches "
-                        f"{len(loss.scope)} layers ({learn} with parameters)", WIDTH))
-        if loss.stop_at or loss.max_depth:
+                        f"{len(reach)} layers ({learn} with parameters)", WIDTH))
+        if loss.layer in notes:
+            out.append(_cut("     scope: " + notes[loss.layer], WIDTH))
+        elif loss.stop_at or loss.max_depth:
             scope = []
             if loss.stop_at:
                 scope.append("stop_at " + ", ".join(loss.stop_at))

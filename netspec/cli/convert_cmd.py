@@ -36,7 +36,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     _check_options(args)
-    _, src = load(args.file)
+    kind, src = load(args.file)
+    if kind == "solver":
+        raise NetspecError([Diagnostic("E0800", f"'{args.file}' is a solver file; convert takes a net",
+                                       help=["give the .prototxt of the net the solver names"])])
     net = check_net(src, NetState.of(args.phase or "TRAIN", args.level, args.stage), dict(args.input_shape))
     if args.to_caffemodel is not None:
         return _to_caffemodel(net, args)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ..schedule import MODES
 from ..tools.draw import load_drawing, write
-from .main import add_state_options
+from .main import add_state_options, report
 
 
 def add_arguments(p) -> None:
@@ -40,4 +40,6 @@ def run(args) -> int:
                            dict(args.input_shape))
     out = write(drawing, args.output, args.layout)
     print(f"wrote {out} ({len(drawing.nodes)} layers, {drawing.mode})")
+    if drawing.warnings:                 # e.g. a gradient_scope the solver's mode ignores
+        report(drawing.warnings, getattr(args, "format", "text"))
     return 0

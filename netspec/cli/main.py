@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "schedule": ("netspec.cli.schedule_cmd", "print the backward schedule of a solver file"),
     "time": ("netspec.cli.time_cmd", "time a net per layer and in total, like `caffe time`"),
     "draw": ("netspec.cli.draw_cmd", "draw a net coloured by the losses whose gradient reaches each layer"),
+    "export": ("netspec.cli.export_cmd", "export a trained net or one exit as prototxt, python, onnx or pt2"),
+    "probe": ("netspec.cli.probe_cmd", "mean |dL/dW| per weight layer and loss; where CNDS puts a branch"),
+    "add-exits": ("netspec.cli.add_exits_cmd", "add auxiliary exits (deep supervision) to a net"),
 }
 
 
@@ -84,6 +87,19 @@ def add_gpu_option(p: argparse.ArgumentParser) -> None:
                    help="run on CUDA device ID (default 0 when ID is omitted; 'cpu' forces the CPU)")
 
 
+def gpu_before_file(argv: list[str]) -> list[str]:
+    """``--gpu net.prototxt``: the optional ID must not swallow the file that follows, so a
+    value that is no GPU id but names a file is left as the positional argument."""
+    out = list(argv)
+    for i, a in enumerate(out[:-1]):
+        nxt = out[i + 1]
+        if a == "--gpu" and not nxt.startswith("-") and not nxt.isdigit() and nxt not in ("all", "cpu") \
+                and ("." in nxt or "/" in nxt):
+            out.insert(i + 1, "0")
+            break
+    return out
+
+
 def device_of(gpu: str | None) -> str:
     """The torch device an --gpu value names; a clear error when CUDA is absent."""
     if gpu in (None, "cpu"):
@@ -140,7 +156,7 @@ def run_script(prog: str, doc: str | None, add_arguments: Callable, run: Callabl
 def parse_and_run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse (usage errors: exit 2, as a diagnostic) and run ``args.run`` guarded."""
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(gpu_before_file(sys.argv[1:] if argv is None else argv))
     except UsageError as e:
         report([e.diagnostic], _format_in(argv))
         return 2
@@ -163,6 +179,13 @@ def run_guarded(fn: Callable, args) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (RuntimeError, MemoryError) as e:     # allocation failures: a diagnostic naming the layer
+        from ..check.memory import memory_error
+        oom = memory_error(e)
+        if oom is None:
+            raise
+        report(oom.diagnostics, args.format)
+        return 1
 
 
 def _format_in(argv: list[str] | None) -> str:

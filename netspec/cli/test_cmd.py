@@ -26,15 +26,33 @@ def add_arguments(p) -> None:
                    help="trained weights: a .netspec snapshot or a .caffemodel")
     p.add_argument("--iterations", type=positive_int, default=50, metavar="N",
                    help="batches to run (default 50, as caffe test)")
+    p.add_argument("--optimize", choices=["none", "default", "max"], default="default",
+                   help="default: the inference build (BatchNorm/Scale folded, pooling without argmax); "
+                        "none: the exact layer-by-layer build")
+    p.add_argument("--early-exit", metavar="T[,T2,...]", type=_thresholds,
+                   help="anytime prediction: a sample leaves at the first exit whose max softmax >= T; "
+                        "prints accuracy, MACs, exit shares and speed-up per threshold")
+    p.add_argument("--plot", metavar="OUT", help="with --early-exit: accuracy against MACs (.svg or .png)")
     add_gpu_option(p)
     add_state_options(p)
+
+
+def _thresholds(text: str) -> list[float]:
+    import argparse
+    try:
+        values = [float(t) for t in text.split(",") if t]
+    except ValueError:
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected thresholds such as 0.9 or 0.5,0.9,0.99, got '{text}'")
+    return values
 
 
 def run(args) -> int:
     from ..api import Net                       # torch is imported only when a command runs
     net = Net(args.model, phase=args.phase or "TEST", weights=args.weights,
               input_shapes=dict(args.input_shape), stages=args.stage, level=args.level,
-              device=device_of(args.gpu), all_blobs=False)
+              device=device_of(args.gpu), all_blobs=False, optimize=args.optimize)
     if not net.has_data_layers:
         raise NetspecError([Diagnostic("E0800", f"net '{net.net.name}' has no data layer to test on",
                                        help=["netspec test reads batches from the net's data layers; "
@@ -43,6 +61,13 @@ def run(args) -> int:
         shown = ", ".join(net.missing[:6]) + (" ..." if len(net.missing) > 6 else "")
         print(f"note: {len(net.missing)} blobs were not in {args.weights} and keep their fillers: {shown}",
               file=sys.stderr)
+    if args.early_exit:
+        from ..tools.early_exit import format_sweep, plot, sweep
+        rows, singles = sweep(net, args.early_exit, args.iterations)
+        print(format_sweep(rows, singles), end="")
+        if args.plot:
+            print(f"wrote {plot(rows, singles, args.plot)}")
+        return 0
     means = score(net, args.iterations)
     print_means(net, means)
     return 0

@@ -28,6 +28,9 @@ def add_arguments(p) -> None:
     p.add_argument("--iterations", type=positive_int, default=50, metavar="N",
                    help="timed iterations (default 50)")
     p.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed iterations first (default 5)")
+    p.add_argument("--optimize", choices=["none", "default", "max"], default="default",
+                   help="TEST phase: time the inference build, forward only (default); "
+                        "max adds channels_last; none times the exact build with backward")
     add_gpu_option(p)
     add_state_options(p)
 
@@ -48,6 +51,14 @@ def run(args) -> int:
         src, state = obj, None
     state = NetState.of(args.phase or (state.phase_name if state else "TRAIN"), args.level, args.stage)
     net = check_net(src, state, dict(args.input_shape))
+    if state.phase_name == "TEST" and args.optimize != "none":
+        from ..tools.time_inference import time_inference
+        timing = time_inference(net, max(1, args.iterations), max(0, args.warmup), device_of(args.gpu),
+                                channels_last=args.optimize == "max")
+        print(format_table(timing), end="")
+        print(f"(inference build, --optimize {args.optimize}: BatchNorm/Scale folded, forward only; "
+              "--optimize none times the exact build with backward)")
+        return 0
     timing = time_net(net, max(1, args.iterations), max(0, args.warmup), device_of(args.gpu), solver)
     print(format_table(timing), end="")
     return 0

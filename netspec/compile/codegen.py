@@ -17,6 +17,7 @@ from ..diagnostics import Diagnostic, NetspecError
 from ..graph import Blob, LayerNode
 from ..layers.base import fmt_shape
 from . import runtime_sources
+from .inference import InferencePlan, dead_after
 
 
 @dataclass
@@ -53,6 +54,9 @@ def required_layers(net: CheckedNet, outputs: list[Blob]) -> list[LayerNode]:
     for blob in outputs:
         producer = net.graph.producer[blob]
         keep |= net.graph.ancestors(producer) | {producer}
+    for node in net.graph.layers():     # layers without tops that act (HDF5Output) always run
+        if getattr(node.impl, "side_effect", False) and not node.tops:
+            keep |= net.graph.ancestors(node.name) | {node.name}
     return net.graph.subgraph_order(keep)
 
 
@@ -68,19 +72,25 @@ def default_outputs(net: CheckedNet) -> list[Blob]:
 
 
 def generate(net: CheckedNet, outputs: list[Blob] | None = None, class_name: str | None = None,
-             fuse: bool = False) -> Generated:
+             fuse: bool = False, inference: bool = False) -> Generated:
     """Generate the module source for ``net`` computing ``outputs`` (default: net outputs).
 
     ``fuse``: run a Scale that directly follows a BatchNorm inside the BatchNorm's kernel, and
     ``del`` each blob after its last reader, so a large activation autograd does not need is freed
     at once rather than at the end of ``forward`` (the training executor asks for both;
     ``netspec convert`` and per-layer timing keep one plain statement per layer).
+    ``inference``: the inference build (``netspec.compile.inference``): BatchNorm/Scale/Bias
+    folded into the layer before them by a generated ``fold()``, MAX pooling without argmax.
     """
     outputs = outputs if outputs is not None else default_outputs(net)
     layers = required_layers(net, outputs)
     _require_shapes(net, layers)
     class_name = class_name or identifier(_camel(net.name or "Net"), set())
-    w = _Writer(net, layers, outputs, class_name, fuse)
+    w = _Writer(net, layers, outputs, class_name, fuse and not inference)
+    if inference:
+        w.plan = InferencePlan(net, layers, outputs)
+        w.taken |= w.plan.runtime
+        w.attr_names.add("fold")            # the generated method; a layer named so is renamed
     return w.write()
 
 
@@ -123,6 +133,7 @@ class _Writer:
         self.fuse = fuse
         self.bn_scale = self._bn_scale_pairs() if fuse else {}
         self.scale_in_bn = {scale.name: bn for bn, scale in self.bn_scale.items()}
+        self.plan: InferencePlan | None = None
 
     def _last_reads(self) -> dict[Blob, int]:
         """Blob -> index of the last layer reading it, for blobs that are not returned."""
@@ -156,9 +167,16 @@ class _Writer:
         inputs = self._inputs()
         for node in self.layers:
             node.impl.attr = self.attrs[node.name] = identifier(node.name, self.attr_names)
-        needed = sorted({r for n in self.layers for r in n.impl.runtime})
+        needed = sorted({r for n in self.layers for r in n.impl.runtime} | (self.plan.runtime if self.plan else set()))
+        if self.plan:
+            self.plan.name_buffers(self.attrs, lambda base: identifier(base, self.attr_names))
         header = _HEADER.format(path=self.net.source.path, phase=self.net.state.phase_name)
         self.lines = header.splitlines() + [""]
+        # imports some layers need (Python layers' modules, HDF5Output's writer)
+        imports = list(dict.fromkeys(line for n in self.layers for line in getattr(n.impl, "imports", ())))
+        if imports:
+            self.lines[1] = self.lines[1].replace("depends only on torch", "depends on torch and the imports below")
+            self.lines += imports + [""]
         helpers = runtime_sources(needed)
         if helpers:
             self.lines += helpers.splitlines() + ["", ""]
@@ -198,17 +216,23 @@ class _Writer:
             if src is not None:
                 L.append(f"        self.{node.impl.attr} = {src}  # {self._where(node)}")
         self._sharing()
+        if self.plan:
+            L.extend(self.plan.init_lines())
         L.append("")
         args = ", ".join(["self"] + [self.vars[b] for b in inputs])
         L.append(f"    def forward({args}):")
         last = self._last_reads() if self.fuse else {}
+        dead_at = dead_after(self.plan, self.layers, self.outputs) if self.plan else {}
         for i, node in enumerate(self.layers):
             self._statement(node)
             dead = [self.vars[b] for b in dict.fromkeys(node.bottoms) if last.get(b) == i]
+            dead += list(dict.fromkeys(self.vars[b] for b in dead_at.get(i, ())))
             if dead:        # free what nothing reads any more (autograd keeps what it saved)
                 L.append(f"        del {', '.join(dead)}")
         ret = ", ".join(f"{k!r}: {self.vars[b]}" for k, b in zip(output_keys(self.outputs), self.outputs))
         L.append(f"        return {{{ret}}}")
+        if self.plan and self.plan.folds:
+            L.extend([""] + self.plan.fold_lines(self.attrs))
 
     def _sharing(self) -> None:
         for node in self.layers:
@@ -229,7 +253,13 @@ class _Writer:
         bottoms = [self.vars[b] if down or force else f"{self.vars[b]}.detach()"
                    for b, down in zip(node.bottoms, node.propagate_down)]
         shapes = [self.net.shapes.get(b) for b in node.bottoms]
-        expr, note = node.impl.forward(bottoms, shapes), ""
+        if self.plan and node.name in self.plan.absorbed:     # folded into an earlier layer
+            for top, bottom in zip(node.tops, node.bottoms):
+                self.vars[top] = self.vars[bottom]
+            self.lines.append(f"        # {self._where(node)}: folded into {self.plan.absorbed[node.name]}")
+            return
+        expr, note = self.plan.expression(node, bottoms, shapes) if self.plan else (None, "")
+        expr = expr or node.impl.forward(bottoms, shapes)
         if node.name in self.bn_scale:
             scale = self.bn_scale[node.name].impl.attr
             expr = f"self.{node.impl.attr}({bottoms[0]}, self.{scale}.weight, self.{scale}.bias)"

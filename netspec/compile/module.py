@@ -55,10 +55,11 @@ def load_generated(gen: Generated, tag: str) -> type:
 
 
 def compile_net(net: CheckedNet, outputs: list[Blob] | None = None, seed: int | None = None,
-                dtype: torch.dtype | None = None, fuse: bool = False) -> Compiled:
+                dtype: torch.dtype | None = None, fuse: bool = False, inference: bool = False) -> Compiled:
     """Build the module for ``net`` (only what ``outputs`` need) and run Caffe's fillers;
-    ``fuse`` as in ``codegen.generate`` (BatchNorm + Scale in one kernel)."""
-    gen = generate(net, outputs, fuse=fuse)
+    ``fuse`` as in ``codegen.generate`` (BatchNorm + Scale in one kernel); ``inference``: the
+    inference build (``netspec.compile.inference``), folded from the filled blobs."""
+    gen = generate(net, outputs, fuse=fuse, inference=inference)
     cls = load_generated(gen, f"{net.source.path}:{net.state.phase_name}")
     module = cls()
     compiled = Compiled(module, gen, net)
@@ -66,7 +67,31 @@ def compile_net(net: CheckedNet, outputs: list[Blob] | None = None, seed: int | 
     freeze_fixed_blobs(compiled)
     if dtype is not None:
         module.to(dtype)
+    refold(module)
     return compiled
+
+
+def refold(module: nn.Module) -> None:
+    """Recompute an inference build's folded tensors from its blobs (a no-op for other builds);
+    needed after a blob changed in place (load_state_dict does it by itself)."""
+    fold = getattr(type(module), "fold", None)
+    if fold is not None:
+        fold(module)
+
+
+def inference_twin(compiled: Compiled, outputs: list[Blob] | None = None) -> Compiled:
+    """The inference build of ``compiled.net`` computing ``outputs``, sharing ``compiled``'s
+    layer modules (so its blobs, and weights loaded into either, are the same tensors)."""
+    gen = generate(compiled.net, outputs, inference=True)
+    cls = load_generated(gen, f"{compiled.net.source.path}:{compiled.net.state.phase_name}:inference")
+    with torch.device("meta"):                  # allocate nothing: the layers come from ``compiled``
+        module = cls()
+    for layer, attr in gen.attrs.items():
+        if isinstance(getattr(module, attr, None), nn.Module):
+            setattr(module, attr, getattr(compiled.module, compiled.generated.attrs[layer]))
+    module.train(False)
+    refold(module)
+    return Compiled(module, gen, compiled.net)
 
 
 def initialize(compiled: Compiled, seed: int | None = None) -> None:

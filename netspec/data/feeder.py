@@ -22,6 +22,7 @@ Semantics (Caffe's, made deterministic):
 from __future__ import annotations
 
 import os
+import signal
 from functools import partial
 from typing import Iterator, Optional
 
@@ -87,6 +88,14 @@ def _order(kind, data, seed):
     return kind(data, np.random.default_rng(seed))
 
 
+def _leave_signals_to_the_trainer(_worker_id: int) -> None:
+    """Ctrl-C (and a group-wide SIGTERM) reach reader workers too; the training process
+    stops after the iteration with a snapshot, so its workers must not die first.  A worker
+    still exits with its parent (DataLoader's watchdog)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class LayerStream:
     """One data layer's endless batches."""
 
@@ -145,7 +154,8 @@ class LayerStream:
         reader = BatchReader(self.source, self.transform, self.rules, (self.seed, self.index, 1))
         plan = samplers.BatchPlan(self.make_order(), self.source.batch_size, self.shard)
         return DataLoader(reader, batch_size=None, sampler=plan, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory)
+                          pin_memory=self.pin_memory,
+                          worker_init_fn=_leave_signals_to_the_trainer if self.num_workers else None)
 
     def next(self) -> dict:
         if self._batches is None:

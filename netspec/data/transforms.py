@@ -30,7 +30,7 @@ def effective_transform(lp, param=None):
 
 def read_mean_file(path) -> np.ndarray:
     """A Caffe ``.binaryproto`` mean (BlobProto) as a float32 (C, H, W) array."""
-    from ..interop.caffemodel import blob_array
+    from ..interop.blobproto import blob_array
     blob = caffe_pb2.BlobProto()
     blob.ParseFromString(open(path, "rb").read())
     a = blob_array(blob)

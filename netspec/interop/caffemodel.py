@@ -1,5 +1,6 @@
 """Caffe ``.caffemodel`` weights: read them (binary NetParameter in the current, V1 or V0
-form; Caffe's HDF5 weights) and copy them into a compiled net by layer name."""
+form; Caffe's HDF5 weights) and copy them into a compiled net by layer name.
+``load_weights_file`` is every tool's loader: a ``.caffemodel`` or a netspec snapshot."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,22 +11,8 @@ from google.protobuf.message import DecodeError
 
 from ..diagnostics import Diagnostic, NetspecError
 from ..proto import caffe_pb2
-
-
-def blob_array(blob) -> np.ndarray:
-    """A BlobProto as a float32 array of its shape (legacy num/channels/height/width too)."""
-    legacy = ("num", "channels", "height", "width")
-    if blob.HasField("shape"):
-        shape = tuple(blob.shape.dim)
-    elif any(blob.HasField(f) for f in legacy):
-        shape = tuple(getattr(blob, f) for f in legacy)
-    else:   # Caffe writes a 0-axis blob (PReLU channel_shared, scalar Scale) with no shape at all
-        n = len(blob.double_data) or len(blob.data)
-        shape = () if n == 1 else (n,)
-    data = np.asarray(blob.double_data if len(blob.double_data) else blob.data, dtype=np.float32)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"blob has {data.size} values for shape {shape}")
-    return data.reshape(shape)
+from .blobproto import blob_array
+from .weights import load_weights, read_snapshot
 
 
 def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
@@ -225,7 +212,8 @@ def _layers_with_blobs(compiled) -> list[str]:
 
 def preview_names(names, limit: int = 8) -> str:
     """The first ``limit`` names, comma-separated, with a count of the rest."""
-    names = list(names)
+    # a damaged file's name that is not UTF-8 comes back from protobuf as bytes
+    names = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]
     more = len(names) - limit
     return ", ".join(names[:limit]) + (f", ... ({more} more)" if more > 0 else "")
 
@@ -249,7 +237,6 @@ def load_weights_file(target, path: str | Path) -> list[str]:
     read as a netspec snapshot and copied by state_dict key.  Returns what was left unfilled
     (layer names for Caffe files, state_dict keys for snapshots).
     """
-    from ..solve.solver import load_weights, read_snapshot
     first = str(path).split(",")[0]
     if is_caffemodel(first):
         if not hasattr(target, "generated"):

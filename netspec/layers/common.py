@@ -502,3 +502,60 @@ class Accuracy(Layer):
         axis = canonical_axis(self.p.axis, len(shapes[0]), self, self.field("axis"))
         return (f"caffe_accuracy({bottoms[0]}, {bottoms[1]}, top_k={self.p.top_k}, axis={axis}, "
                 f"ignore_label={self.ignore!r}, per_class={self.num_tops() == 2})")
+
+
+@register
+class BatchReindex(Layer):
+    """Rows of bottom 0 picked (and repeated) by the indices in bottom 1: top[i] = x[idx[i]]."""
+
+    type = "BatchReindex"
+    bottoms = (2, 2)
+    runtime = ("caffe_batch_reindex",)
+    no_grad_bottoms = (1,)          # Caffe cannot back-propagate into the indices
+
+    def infer(self, shapes):
+        x, idx = shapes
+        if len(idx) != 1:
+            raise ShapeError(f"bottom 1 (indices) must be 1-D, got {fmt_shape(idx)}",
+                             help=["give the indices as a blob of shape (M,)"])
+        if not x:
+            raise ShapeError("bottom 0 must have at least one axis (the batch)")
+        return [(idx[0],) + tuple(x[1:])]
+
+    def forward(self, bottoms, shapes):
+        return f"caffe_batch_reindex({bottoms[0]}, {bottoms[1]})"
+
+
+@register
+class Filter(Layer):
+    """Items of bottoms 0..k-1 whose selector (the last bottom) is nonzero, one top each.
+
+    The number of items passed is known only at run time; shapes are inferred, as Caffe
+    reports them at set-up, with the full batch.
+    """
+
+    type = "Filter"
+    bottoms = (2, None)
+    tops = (1, None)
+    runtime = ("caffe_filter",)
+
+    def setup(self):
+        nb, nt = len(self.lp.bottom), len(self.lp.top)
+        if nt != nb - 1:
+            raise LayerError(f"Filter needs one top per filtered bottom ({nb - 1}), got {nt}", ("top",),
+                             help=["the last bottom is the selector; it has no top"])
+        self.no_grad_bottoms = (nb - 1,)    # Caffe cannot back-propagate into the selector
+
+    def infer(self, shapes):
+        sel = shapes[-1]
+        if not sel or any(d != 1 for d in sel[1:]):
+            raise ShapeError(f"the selector (last bottom) must be (N,) or (N, 1, ...), got {fmt_shape(sel)}")
+        for i, s in enumerate(shapes[:-1]):
+            if not s or s[0] != sel[0]:
+                raise ShapeError(f"bottom {i} has {fmt_shape(s)} but the selector has {sel[0]} items; "
+                                 "every bottom needs the selector's first dimension")
+        return [tuple(s) for s in shapes[:-1]]
+
+    def forward(self, bottoms, shapes):
+        call = f"caffe_filter({', '.join(bottoms)})"
+        return call + "[0]" if self.num_tops() == 1 else call

@@ -240,14 +240,14 @@ class InfogainLoss(LossLayer):
         self.H = None if len(self.lp.bottom) > 2 else self._read_h()
 
     def _read_h(self):
-        from ..interop.caffemodel import blob_array
+        from ..interop.blobproto import read_blobproto
         if not self.p.source:
             raise LayerError("InfogainLoss needs the infogain matrix H", self.field("source"),
                              help=["set infogain_loss_param { source: \"H.binaryproto\" }, "
                                    "or give H as a third bottom"])
         path = self.p.source
         try:
-            return blob_array(caffe_pb2.BlobProto.FromString(Path(path).read_bytes()))
+            return read_blobproto(path)
         except OSError as e:
             why = e.strerror or str(e)
         except (DecodeError, ValueError) as e:

@@ -553,3 +553,35 @@ class MVN(Layer):
         p = self.p
         return (f"caffe_mvn({bottoms[0]}, across_channels={p.across_channels}, "
                 f"normalize_variance={p.normalize_variance}, eps={lit(p.eps)})")
+
+
+@register
+class Im2col(Layer):
+    """Caffe Im2col: every convolution window as a column, (N, C*kh*kw, H', W'); the window
+    geometry comes from ``convolution_param`` (kernel, stride, pad, dilation)."""
+
+    type = "Im2col"
+    param = "convolution_param"
+    runtime = ("caffe_im2col",)
+
+    def geometry(self, shape):
+        axis, kernel, stride, pad, dilation = _ConvBase.geometry(self, shape)
+        if axis != 1 or len(shape) != 4:
+            raise ShapeError(f"Im2col supports (N, C, H, W) bottoms with the channel axis 1; got "
+                             f"{fmt_shape(shape)} with axis {axis}",
+                             help=["N-D im2col (force_nd_im2col, 3-D windows) is not implemented in netspec"])
+        return kernel, stride, pad, dilation
+
+    def infer(self, shapes):
+        x = shapes[0]
+        kernel, stride, pad, dilation = self.geometry(x)
+        out = [(n + 2 * p - (d * (k - 1) + 1)) // s + 1
+               for n, k, s, p, d in zip(x[2:], kernel, stride, pad, dilation)]
+        if min(out) < 1:
+            raise ShapeError(f"the {kernel[0]}x{kernel[1]} window (dilation {dilation}) does not fit "
+                             f"the padded {x[2]}x{x[3]} input", self.field("kernel_size"))
+        return [(x[0], x[1] * kernel[0] * kernel[1], out[0], out[1])]
+
+    def forward(self, bottoms, shapes):
+        kernel, stride, pad, dilation = self.geometry(shapes[0])
+        return f"caffe_im2col({bottoms[0]}, {kernel}, {stride}, {pad}, {dilation})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import sys
 import threading
 from pathlib import Path
 
@@ -97,7 +98,8 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic
     expected = sorted({_TOKEN_WORDS.get(t, repr(t)) for t in exc.expected})
     shown = tok.value if len(tok.value) < 40 else tok.value[:37] + "..."
     word = _TOKEN_WORDS.get(tok.type, tok.type)
-    what = word if word.startswith("'") else f"{word} '{shown}'"
+    noun = re.sub(r"^an? ", "", word)         # "unexpected name 'x'", not "unexpected a name"
+    what = word if word.startswith("'") else f"{noun} '{shown}'"
     return Diagnostic("E0100", f"unexpected {what}",
                       _point(path, line, col, len(tok.value.split("\n")[0]) or 1),
                       help=["expected " + ", ".join(expected)] if expected else [])
@@ -114,9 +116,7 @@ def unescape(body: str, span_of_offset) -> str:
         e = m.group(1)
         if e in _ESCAPES:
             return _ESCAPES[e]
-        if e[0] == "x":
-            return chr(int(e[1:], 16))
-        if e[0] in "uU" and len(e) > 1:
+        if e[0] in "xuU" and len(e) > 1 and int(e[1:], 16) <= 0x10FFFF:   # a bare \x is no escape
             return chr(int(e[1:], 16))
         if e[0] in "01234567":
             return chr(int(e, 8))
@@ -179,7 +179,8 @@ class _ToAst(Transformer):
 
     def _field(self, children):
         name, value = children[0], children[-1]
-        return Field(str(name), value, self._tspan(name), self._between(name, value))
+        # interned: the name also keys every source-map path, once per field of every layer
+        return Field(sys.intern(str(name)), value, self._tspan(name))
 
     scalar_field = list_field = message_field = _field
 

@@ -5,7 +5,7 @@ import torch.nn as nn  # noqa: F401
 import torch.nn.functional as F  # noqa: F401
 
 __all__ = ["CaffeInnerProduct", "CaffeEmbed", "CaffeParameter", "caffe_eltwise_max",
-           "caffe_topk", "caffe_argmax", "caffe_accuracy"]
+           "caffe_topk", "caffe_argmax", "caffe_accuracy", "caffe_batch_reindex", "caffe_filter"]
 
 
 class CaffeInnerProduct(nn.Module):
@@ -105,3 +105,20 @@ def caffe_accuracy(x, label, top_k=1, axis=1, ignore_label=None, per_class=False
     seen = torch.bincount(label[valid], minlength=c).to(x.dtype)
     right = torch.bincount(label[hit], minlength=c).to(x.dtype)
     return acc, torch.where(seen > 0, right / seen.clamp(min=1), torch.zeros_like(seen))
+
+
+def caffe_batch_reindex(x, index):
+    """Caffe BatchReindex: top[i] = x[index[i]]; the backward sums into repeated rows."""
+    idx = index.detach().long()
+    n = x.shape[0]
+    if idx.numel() and (idx.min() < 0 or idx.max() >= n):
+        bad = idx[(idx < 0) | (idx >= n)][0].item()
+        raise IndexError(f"BatchReindex index {bad} is out of range [0, {n})")
+    return x.index_select(0, idx)
+
+
+def caffe_filter(*bottoms):
+    """Caffe Filter: keep the items (rows along axis 0) of every bottom whose selector
+    (the last bottom) is nonzero; the backward writes zeros into the dropped rows."""
+    keep = torch.nonzero(bottoms[-1].detach().reshape(bottoms[-1].shape[0]) != 0).reshape(-1)
+    return tuple(x.index_select(0, keep) for x in bottoms[:-1])

@@ -6,7 +6,9 @@ import torch.nn.functional as F  # noqa: F401
 
 __all__ = ["caffe_pool_size", "caffe_torch_pool_size", "caffe_pool_padded", "caffe_window_sums",
            "caffe_ave_divisor", "caffe_max_pool", "caffe_pool2d", "caffe_spp_level", "caffe_spp",
-           "caffe_mvn", "CaffeBatchNorm", "caffe_broadcast", "CaffeScale", "CaffeBias"]
+           "caffe_mvn", "CaffeMVNFunction", "CaffeBatchNorm", "caffe_broadcast", "CaffeScale", "CaffeBias",
+           "caffe_im2col"]
+__all__ += ["caffe_max_pool_fast", "caffe_affine", "caffe_bn_affine", "caffe_fold"]   # inference build
 
 
 def caffe_pool_size(size, k, s, p, ceil=True):
@@ -48,8 +50,14 @@ def caffe_ave_divisor(x, kernel, stride, pad, out):
     return (counts[0][:, None] * counts[1][None, :]).to(x.dtype)
 
 
-def caffe_max_pool(x, kernel, stride, pad, out, ceil, fast, mask):
-    """MAX pooling; the gradient goes to the first maximum (row-major), as in Caffe."""
+def caffe_max_pool(x, kernel, stride, pad, out, ceil, fast, mask, indices=True):
+    """MAX pooling; the gradient goes to the first maximum (row-major), as in Caffe.
+    ``indices=False`` (inference, no mask top): the values only."""
+    if not (mask or indices):
+        if fast:
+            return caffe_max_pool_fast(x, kernel, stride, pad, ceil)
+        xp = caffe_pool_padded(x, kernel, stride, pad, out, -3.4028234663852886e38)
+        return caffe_max_pool_fast(xp, kernel, stride, (0, 0), False)
     if fast:
         y, idx = F.max_pool2d(x, kernel, stride, pad, ceil_mode=ceil, return_indices=True)
     else:
@@ -63,9 +71,11 @@ def caffe_max_pool(x, kernel, stride, pad, out, ceil, fast, mask):
     return (y, idx.to(x.dtype)) if mask else y
 
 
-def caffe_pool2d(x, method, kernel=None, stride=(1, 1), pad=(0, 0), ceil=True, mask=False):
+def caffe_pool2d(x, method, kernel=None, stride=(1, 1), pad=(0, 0), ceil=True, mask=False,
+                 indices=True):
     """Caffe's Pooling on (N, C, H, W): MAX (optionally with the argmax plane index), AVE,
-    or STOCHASTIC at test time (sum(x^2) / sum(x) per window).  ``kernel=None``: global."""
+    or STOCHASTIC at test time (sum(x^2) / sum(x) per window).  ``kernel=None``: global.
+    ``indices=False``: MAX computes no argmax at all (the inference build)."""
     kernel = tuple(x.shape[-2:]) if kernel is None else tuple(kernel)
     stride, pad = tuple(stride), tuple(pad)
     dims = list(zip(x.shape[-2:], kernel, stride, pad))
@@ -73,7 +83,7 @@ def caffe_pool2d(x, method, kernel=None, stride=(1, 1), pad=(0, 0), ceil=True, m
     fast = all(2 * p <= k and caffe_torch_pool_size(n, k, s, p, ceil) == o
                for (n, k, s, p), o in zip(dims, out))
     if method == "MAX":
-        return caffe_max_pool(x, kernel, stride, pad, out, ceil, fast, mask)
+        return caffe_max_pool(x, kernel, stride, pad, out, ceil, fast, mask, indices)
     if method == "AVE":
         if fast:
             return F.avg_pool2d(x, kernel, stride, pad, ceil_mode=ceil, count_include_pad=True)
@@ -104,16 +114,39 @@ def caffe_spp(x, height, method):
     return torch.cat(tops, 1)
 
 
+class CaffeMVNFunction(torch.autograd.Function):
+    """Caffe MVN with variance normalisation on rows of ``flat``: y = (x - mean) / (std + eps).
+
+    The backward is Caffe's MVNLayer::Backward_cpu,
+    dx = (dy - (y * sum(y * dy) + sum(dy)) / dim) / (std + eps),
+    the exact derivative only when eps is 0 (the exact one divides the y term by
+    std * (std + eps) instead of (std + eps)^2): Caffe's gradient is the oracle.
+    """
+
+    @staticmethod
+    def forward(ctx, flat, eps):
+        centred = flat - flat.mean(1, keepdim=True)
+        # Caffe adds eps to the standard deviation, not inside the square root
+        denom = (centred * centred).mean(1, keepdim=True).sqrt() + eps
+        y = centred / denom
+        ctx.save_for_backward(y, denom)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        y, denom = ctx.saved_tensors
+        dim = y.shape[1]
+        inner = y * (y * dy).sum(1, keepdim=True) + dy.sum(1, keepdim=True)
+        return (dy - inner / dim) / denom, None
+
+
 def caffe_mvn(x, across_channels=False, normalize_variance=True, eps=1e-9):
     """Caffe MVN: subtract the mean per sample (or per sample and channel); divide by std + eps."""
     rows = x.shape[0] if across_channels else x.shape[0] * (x.shape[1] if x.dim() > 1 else 1)
     flat = x.reshape(rows, -1)
-    centred = flat - flat.mean(1, keepdim=True)
     if normalize_variance:
-        # Caffe adds eps to the standard deviation, not inside the square root
-        std = (centred * centred).mean(1, keepdim=True).sqrt()
-        centred = centred / (std + eps)
-    return centred.reshape(x.shape)
+        return CaffeMVNFunction.apply(flat, float(eps)).reshape(x.shape)
+    return (flat - flat.mean(1, keepdim=True)).reshape(x.shape)
 
 
 class CaffeBatchNorm(nn.Module):
@@ -212,3 +245,53 @@ class CaffeBias(nn.Module):
 
     def forward(self, x):
         return x + caffe_broadcast(self.bias, 0 if self.bias.dim() == 0 else self.axis, x.dim())
+
+
+def caffe_im2col(x, kernel, stride, pad, dilation):
+    """Caffe Im2col: (N, C, H, W) -> (N, C*kh*kw, H', W'), channel-major as Caffe lays out
+    the columns (the same order as F.unfold)."""
+    cols = F.unfold(x, kernel, dilation=dilation, padding=pad, stride=stride)
+    out = [(n + 2 * p - (d * (k - 1) + 1)) // s + 1
+           for n, k, s, p, d in zip(x.shape[-2:], kernel, stride, pad, dilation)]
+    return cols.reshape(x.shape[0], cols.shape[1], out[0], out[1])
+
+
+# -- the inference build (netspec.compile.inference) ------------------------------------------
+
+def caffe_max_pool_fast(x, kernel, stride, pad, ceil):
+    """MAX pooling values without the argmax: torch's CPU kernel for NCHW always computes
+    indices too (up to 16x slower); oneDNN's pooling (same windows, same values) does not."""
+    if x.is_cpu and x.dtype == torch.float32 and x.dim() == 4 and x.is_contiguous() \
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling():   # export: plain torch
+        return torch.mkldnn_max_pool2d(x.to_mkldnn(), kernel, stride, pad, (1, 1), ceil).to_dense()
+    return F.max_pool2d(x, kernel, stride, pad, ceil_mode=ceil)
+
+
+def caffe_affine(a, b, *more):
+    """Compose per-channel affines y = a*x + b, applied left to right, into one (a, b)."""
+    for a2, b2 in zip(more[::2], more[1::2]):
+        a, b = a * a2, b * a2 + b2
+    return a, b
+
+
+def caffe_bn_affine(bn):
+    """A CaffeBatchNorm with stored statistics as a per-channel (a, b), in float64:
+    (x - mean) / sqrt(var + eps) with Caffe's sums divided by the scale factor."""
+    s = bn.scale_factor.double()
+    inv = torch.where(s == 0, 0.0, 1 / s)
+    a = 1 / (bn.variance.double() * inv + bn.eps).sqrt()
+    return a, -bn.mean.double() * inv * a
+
+
+def caffe_fold(weight, bias, a, b, ndim=2, transpose=False, dtype=None):
+    """Fold the per-channel affine (a, b) that follows ``F.conv*d``/``F.linear`` with
+    (weight, bias) into new (weight, bias), computed in float64.  ``weight`` None: the
+    affine alone in ``dtype``, shaped to broadcast over channel axis 1 of an ``ndim``-axis blob."""
+    if weight is None:
+        shape = (-1,) + (1,) * (ndim - 2)
+        return a.reshape(shape).to(dtype), b.reshape(shape).to(dtype)
+    w = weight.t() if transpose else weight
+    a, b = a.double(), b.double()
+    folded = w.double() * a.reshape((-1,) + (1,) * (w.dim() - 1))
+    shift = b if bias is None else bias.double() * a + b
+    return folded.to(weight.dtype).contiguous(), shift.to(weight.dtype)

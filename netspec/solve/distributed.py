@@ -8,7 +8,8 @@ the same global batch would (see ``docs/distributed.md``).
 
 * STANDARD and JOINT (one forward, one backward, one update) wrap the training
   module in ``DistributedDataParallel``; the backward runs through
-  ``torch.autograd.backward(inputs=...)`` so DDP's reducer sees it.
+  ``torch.autograd.backward(inputs=...)`` so DDP's reducer sees it.  With ``iter_size``
+  the micro-batches before the last run under ``no_sync``: one all-reduce per iteration.
 * RELAY and MULTIWAY run several restricted backward passes per forward
   (``torch.autograd.grad``), and MULTIWAY an update between them, which DDP's
   one-backward-per-forward reducer cannot follow.  ``GradReducer`` averages each
@@ -250,8 +251,19 @@ class DistributedExecutor(Executor):
                 for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
                     t.copy_(part.view(t.shape))
 
+    _micro_left = 1            # forwards left in this iteration (iter_size micro-batches)
+    _accumulating = False      # this micro-batch's gradients stay local (DDP's no_sync)
+
     def forward(self, module, batch: dict) -> dict:
         if self.ddp is not None and module is self.main.module:
+            # iter_size under DDP: one all-reduce per iteration.  Micro-batches before the last
+            # run under no_sync (their gradients accumulate in .grad); the last one's backward
+            # reduces the accumulated sum, as DDP's gradient accumulation does.
+            self._accumulating = self._micro_left > 1
+            self._micro_left -= 1
+            if self._accumulating:
+                with self.ddp.no_sync():
+                    return super().forward(self.ddp, batch)
             module = self.ddp
         elif not self.sync_bn:
             self._broadcast_state(module, parameters=False)
@@ -262,6 +274,8 @@ class DistributedExecutor(Executor):
             return super()._gradients(objective, params, retain)
         # DDP's reducer hooks the parameters' gradient accumulators, which only backward() runs.
         torch.autograd.backward(objective, inputs=params, retain_graph=retain)
+        if self._accumulating:       # kept in .grad for the last micro-batch's all-reduce
+            return tuple(None for _ in params)
         got = tuple(p.grad for p in params)
         for p in params:
             p.grad = None
@@ -283,6 +297,7 @@ class DistributedExecutor(Executor):
 
     def iteration(self, batches, it: int, weights) -> StepResult:
         """One iteration; the reported losses are averaged over the ranks (the global batch's)."""
+        self._micro_left = len(batches)
         result = super().iteration(batches, it, weights)
         names = sorted(result.losses)
         values = torch.tensor([result.losses[n] for n in names], dtype=torch.float64,
@@ -363,7 +378,7 @@ def run_rank(args, train) -> int:
     with failures_as_diagnostics(ctx.rank, timeout):
         solver = DistributedSolver(ctx, args.solver, sync_bn=args.sync_bn, bucket_mb=args.bucket_mb,
                                    jsonl=args.log, input_shapes=dict(args.input_shape),
-                                   flush_denormal=True)
+                                   flush_denormal=True, compile=getattr(args, "compile", None))
         code = train(args, solver)
     shutdown()        # only after success: a broken group may not tear down cleanly
     return code

@@ -11,9 +11,15 @@ between two backward passes over the same retained graph is seen by autograd's
 saved tensors (the weights in the Jacobians) without tripping the "modified by
 an inplace operation" check: this is how MW-BP's later backward passes use the
 updated weights with the shared forward's activations.
+
+Every mode starts from the same weights for a given seed: the fillers run over the
+whole net (every loss's branch), and a pruned training module (STANDARD's) copies
+its blobs from that.  ``segment_lr: LAMBDA`` divides an auxiliary loss's segment
+learning rate by Lambda_i at each of its updates (``loss_weights.segment_lambdas``).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +28,7 @@ from ..check import CheckedNet
 from ..compile.module import Compiled, compile_net, run_module
 from ..graph import Blob
 from ..schedule import Backward, Forward, Schedule, Update
+from .loss_weights import exit_depths, segment_lambdas
 
 
 @dataclass
@@ -39,6 +46,19 @@ def stop_blobs(net: CheckedNet, schedule: Schedule) -> list[Blob]:
     """Every version of every blob some backward step stops at."""
     names = {n for s in schedule.steps if isinstance(s, Backward) for n in s.stop_at}
     return [b for node in net.graph.layers() for b in node.tops if b.name in names]
+
+
+def copy_parameters(src: Compiled, dst: Compiled) -> None:
+    """Copy ``src``'s parameter and buffer values into ``dst``'s, matched by Caffe layer name."""
+    for layer, attr in dst.generated.attrs.items():
+        if layer not in src.generated.attrs or not hasattr(dst.module, attr):
+            continue
+        a, b = getattr(src.module, src.generated.attrs[layer]), getattr(dst.module, attr)
+        theirs = dict(a.named_parameters(recurse=False)) | dict(a.named_buffers(recurse=False))
+        with torch.no_grad():
+            for name, t in list(b.named_parameters(recurse=False)) + list(b.named_buffers(recurse=False)):
+                if name in theirs:
+                    t.copy_(theirs[name])
 
 
 def share_parameters(src: Compiled, dst: Compiled) -> None:
@@ -67,6 +87,9 @@ class Executor:
         self.amp, self.channels_last = amp, channels_last
         self.stops = stop_blobs(net, schedule)
         self.main = self._compile(schedule.outputs(), seed, dtype, device)
+        everything = frozenset(l.layer for l in net.losses)
+        if everything - schedule.outputs():      # pruned: fill the whole net, then copy (same start)
+            copy_parameters(self._compile(everything, seed, dtype, device), self.main)
         self.modules = {frozenset(schedule.outputs()): self.main}
         for step in schedule.steps:
             key = frozenset(step.losses) if isinstance(step, Forward) else None
@@ -83,6 +106,10 @@ class Executor:
         self.state: dict[str, dict] = {slot: {} for slot in {s.slot for s in schedule.steps
                                                              if isinstance(s, Update)}}
         self._active_stop: set[str] = set()
+        self.depths = exit_depths(net) if schedule.segment_lr == "LAMBDA" else {}
+        self.heads = {s.losses[0]: set(s.head) for s in schedule.steps
+                      if isinstance(s, Backward) and len(s.losses) == 1}
+        self.lr_scale: dict[str, float] = {}       # slot -> segment lr factor this iteration
 
     def _compile(self, losses, seed, dtype, device) -> Compiled:
         outputs = list(dict.fromkeys(loss_tops(self.net, sorted(losses)) + self.stops))
@@ -118,6 +145,7 @@ class Executor:
         grads: dict[str, torch.Tensor] = {}
         totals: dict[str, float] = {}
         out = {}
+        self.lr_scale = self._segment_lr_scale(weights)
         for batch in batches:
             seen: dict[str, float] = {}
             for i, step in enumerate(body):
@@ -173,7 +201,35 @@ class Executor:
         """d(objective)/d(params), None where unused (the distributed executor overrides this)."""
         return torch.autograd.grad(objective, params, retain_graph=retain, allow_unused=True)
 
+    def _segment_lr_scale(self, weights: dict[str, float]) -> dict[str, float]:
+        """Slot -> 1 / Lambda_i for the auxiliary losses under ``segment_lr: LAMBDA``."""
+        if not self.depths:
+            return {}
+        gammas = {l.layer: weights.get(l.layer, 1.0) * l.weight for l in self.net.losses}
+        lambdas = segment_lambdas(gammas, self.depths, self.schedule.primary)
+        return {name: 1.0 / lam for name, lam in lambdas.items() if lam > 0}
+
+    @contextmanager
+    def _segment_lr(self, step: Update):
+        """Under LAMBDA, divide the slot's segment lr_mults for this one update.
+
+        The rule's ``specs`` dict is edited in place and restored, so wrappers of the
+        rule (the solver's non-finite guard) see the same numbers."""
+        scale = self.lr_scale.get(step.slot)
+        if scale is None:
+            yield
+            return
+        specs = self.updaters[step.slot].specs
+        head = self.heads.get(step.slot, set())
+        saved = {k: specs[k] for k in step.params if k not in head and k in specs}
+        specs.update({k: (lr * scale, d) for k, (lr, d) in saved.items()})
+        try:
+            yield
+        finally:
+            specs.update(saved)
+
     def _update(self, step: Update, grads, it: int, repeat: int) -> None:
         data = {k: self.data[k] for k in step.params}
         mine = {k: grads.pop(k) if k in grads else torch.zeros_like(self.data[k]) for k in step.params}
-        self.updaters[step.slot].apply(data, mine, self.state[step.slot], it, repeat)
+        with self._segment_lr(step):
+            self.updaters[step.slot].apply(data, mine, self.state[step.slot], it, repeat)

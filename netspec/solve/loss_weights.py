@@ -7,8 +7,10 @@ The effective weight of loss i at iteration t is ``loss_weight_i * factor_i(t)``
   per epoch t = 1, 2, ... of N (``epochs``), starting from the net's loss_weight; the
   primary loss keeps its weight.  With ``unit: ITERATION`` t counts iterations.
 * MULTIWAY_POWER (MW-BP eq. 5): gamma_i = max(min_gamma, (L_i / L_{K-1})^nu) for the
-  auxiliary losses, L_i being the exit's depth counted in weight layers and L_{K-1} the
-  deepest auxiliary exit's; the primary loss has gamma = 1.  gamma replaces loss_weight.
+  auxiliary losses, L_i being the trunk depth where exit i attaches (weight layers on the
+  longest path from the inputs, the exit's own branch not counted, as the public code's
+  ``(n * p_i + 1) / (n * p_lastaux + 1)``) and L_{K-1} the deepest auxiliary exit's; the
+  primary loss has gamma = 1.  gamma replaces loss_weight.
 * ADAPTIVE_I / ADAPTIVE_II: MULTIWAY_POWER with nu starting at 1/2 and doubling at each
   learning-rate drop (I), or starting at 2 and halving (II).
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import math
 
 from ..check import CheckedNet
-from ..check.scopes import learnable
+from ..check.scopes import trunk_depths
 from ..proto import caffe_pb2
 from .lr_policy import step_index
 
@@ -27,12 +29,18 @@ LWS = caffe_pb2.LossWeightSchedule
 
 
 def exit_depths(net: CheckedNet) -> dict[str, int]:
-    """Loss layer -> the largest number of weight layers on a path from the inputs to it."""
-    depth: dict[str, int] = {}
-    for node in net.graph.layers():
-        preds = [depth[u] for u, _, _ in net.graph.in_edges(node.name) if u in depth]
-        depth[node.name] = max(preds, default=0) + (1 if learnable(node) else 0)
-    return {l.layer: depth[l.layer] for l in net.losses}
+    """Loss layer -> MW-BP's L_i: weight layers on the longest path to where its exit attaches."""
+    return trunk_depths(net.graph, net.losses)
+
+
+def segment_lambdas(gammas: dict[str, float], depths: dict[str, int], primary: str) -> dict[str, float]:
+    """Auxiliary loss -> Lambda_i, the sum of the gammas of it and every deeper auxiliary loss.
+
+    The public MW-BP code's ``lr_weight`` (aux_trainer.py): auxiliary loss i's segment
+    learning rate is divided by it.  Exits at the same depth count each other.
+    """
+    aux = {n: g for n, g in gammas.items() if n != primary}
+    return {n: sum(g for m, g in aux.items() if depths[m] >= depths[n]) for n in aux}
 
 
 class LossWeights:

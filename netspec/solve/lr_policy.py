@@ -1,16 +1,52 @@
 """Caffe's learning-rate policies (``SGDSolver::GetLearningRate``), bit-faithful in float32.
 
 Caffe computes the rate as ``Dtype`` (float32) from float proto fields; ``pow`` with an
-integer exponent promotes to double.  Each formula below follows that mix, so the result
-equals Caffe's logged ``lr`` to within a float32 ulp.
+integer exponent promotes to double, while ``pow(float, float)`` and ``exp(float)`` are
+the C library's ``powf``/``expf`` (``inv``, ``poly``, ``sigmoid``).  Those are not
+correctly rounded (glibc's powf errs up to 0.82 ulp), so rounding the double result to
+float is 1 ulp off Caffe at some iterations: the C library's own functions are called
+here, as Caffe calls them.  Where the C library cannot be loaded, the double result
+rounded to float stands in (equal to Caffe except at those rare iterations).
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 
 import numpy as np
 
 _f32 = np.float32
+
+
+def _libm_float_function(name: str):
+    """``name`` (``powf``, ``expf``) from the C math library, or None where unavailable."""
+    for lib in (ctypes.util.find_library("m"), ctypes.util.find_library("c"), "msvcrt"):
+        try:
+            fn = getattr(ctypes.CDLL(lib), name)
+        except (OSError, AttributeError, TypeError):
+            continue
+        fn.restype = ctypes.c_float
+        fn.argtypes = [ctypes.c_float] * (2 if name == "powf" else 1)
+        return fn
+    return None
+
+
+_POWF, _EXPF = _libm_float_function("powf"), _libm_float_function("expf")
+
+
+def powf(x, y) -> np.float32:
+    """C's ``powf``: float32 ``x ** y`` as Caffe's ``pow(Dtype, Dtype)`` computes it."""
+    if _POWF is not None:
+        return _f32(_POWF(float(_f32(x)), float(_f32(y))))
+    return _f32(math.pow(float(_f32(x)), float(_f32(y))))
+
+
+def expf(x) -> np.float32:
+    """C's ``expf``: float32 ``exp(x)`` as Caffe's ``exp(Dtype)`` computes it."""
+    if _EXPF is not None:
+        return _f32(_EXPF(float(_f32(x))))
+    return _f32(math.exp(float(_f32(x))))
 
 
 def _base(p) -> np.float32:
@@ -30,9 +66,9 @@ def _exp(p, it):
 
 
 def _inv(p, it):
-    # pow(Dtype(1) + gamma * iter, -power): a float32 base and exponent.
+    # base_lr * pow(Dtype(1) + gamma * iter, -power): every operand float32, pow is powf
     base = _f32(1) + _f32(p.gamma) * _f32(it)
-    return _base(p) * _f32(math.pow(float(base), -float(_f32(p.power))))
+    return _base(p) * powf(base, -_f32(p.power))
 
 
 def _multistep(p, it):
@@ -41,12 +77,12 @@ def _multistep(p, it):
 
 def _poly(p, it):
     frac = _f32(1) - _f32(it) / _f32(p.max_iter)
-    return _base(p) * _f32(math.pow(float(frac), float(_f32(p.power))))
+    return _base(p) * powf(frac, _f32(p.power))
 
 
 def _sigmoid(p, it):
     z = -_f32(p.gamma) * (_f32(it) - _f32(p.stepsize))
-    return _base(p) * (_f32(1) / (_f32(1) + _f32(math.exp(float(z)))))
+    return _base(p) * (_f32(1) / (_f32(1) + expf(z)))
 
 
 POLICIES = {"fixed": _fixed, "step": _step, "exp": _exp, "inv": _inv,

@@ -4,9 +4,14 @@
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import random
 import re
+import signal
+import sys
+import threading
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -20,14 +25,16 @@ from ..check.solver import SolverSpec, load_solver
 from ..compile.module import Compiled, compile_net, run_module
 from ..diagnostics import Diagnostic, Diagnostics, NetspecError
 from ..fileio import atomic_writer
+from ..interop.weights import SNAPSHOT_VERSION, load_weights, read_snapshot  # noqa: F401  (API)
 from ..proto import caffe_pb2
 from ..schedule import Update, build_schedule
+from .compiled import executor_class
 from .executor import Executor, share_parameters
+from .guard import (CONTINUE, SKIP, Guard, GuardedUpdate, NonFinite, backward_steps, debug_lines, locate,
+                    nonfinite_error)
 from .loss_weights import LossWeights
 from .lr_policy import learning_rate
 from .updates import CaffeUpdate
-
-SNAPSHOT_VERSION = 1
 
 
 def read_solver(path: str | Path, input_shapes: dict | None = None) -> SolverSpec:
@@ -81,21 +88,32 @@ class Solver:
 
     def __init__(self, path: str | Path, *, device: str | None = None, input_shapes: dict | None = None,
                  log=None, jsonl: str | Path | None = None, num_workers: int | None = None,
-                 flush_denormal: bool = True):
+                 flush_denormal: bool = True, dtype: torch.dtype | None = None,
+                 compile: bool | None = None):
+        """``dtype`` (e.g. ``torch.float64``) trains in that precision: weights, optimizer
+        state and every batch; ``device`` overrides the solver's solver_mode ('cpu' or a
+        GPU id); ``log`` receives each log line (default: print); ``compile`` overrides the
+        solver file's ``compile`` (torch.compile per segment, ``netspec.solve.compiled``)."""
         self.spec = read_solver(path, input_shapes)
         self.param = p = self.spec.param
         self.seed = self._choose_seed(p)
         _seed_everything(self.seed)
         self.flush_denormal = flush_denormal
         self.device = pick_device(p, device)
-        self.log = log or (lambda line: print(line, flush=True))
+        self.log = log or console_log
         self.jsonl = open(jsonl, "a") if jsonl else None
+        self.dtype = dtype
+        self.guard = Guard(p.nonfinite, p.debug_info, lambda line: self.log(line))
         self.net = check_net(self.spec.train, self.spec.train_state, input_shapes)
         self.schedule = build_schedule(self.net, p)
-        self.executor = self.executor_class(self.net, self.schedule, self._updaters(), seed=self.seed,
-                                 device=self.device,
+        if compile is not None:
+            p.compile = compile
+        self.executor = executor_class(self.executor_class, p.compile)(
+                                 self.net, self.schedule, self._updaters(), seed=self.seed,
+                                 device=self.device, dtype=dtype,
                                  scale_head_gradients=p.multiway_param.scale_head_gradients,
                                  amp=amp_dtype(p, self.device), channels_last=p.channels_last)
+        self._watch_losses()
         self.tests = [self._test_net(src, state, input_shapes) for src, state in self.spec.tests]
         self._workers = num_workers
         self.feed = self._feeder(self.net, caffe_pb2.TRAIN, self.seed)
@@ -119,21 +137,33 @@ class Solver:
                 for n in self.net.graph.layers() for i in range(len(n.impl.blobs))}
 
     def _updaters(self) -> dict[str, CaffeUpdate]:
-        """One update rule per state slot; MULTIWAY's lr/Lambda option divides segment lr_mult."""
+        """One update rule per state slot; MULTIWAY's segment_lr: LOSS_COUNT divides lr_mult here."""
         specs = self._specs()
         slots = [s for s in self.schedule.steps if isinstance(s, Update)]
-        if not self.param.multiway_param.segment_lr_scaling:
-            return {s.slot: CaffeUpdate(self.param, specs) for s in slots}
+        if self.schedule.segment_lr != "LOSS_COUNT":     # LAMBDA: the executor, per update
+            return {s.slot: GuardedUpdate(CaffeUpdate(self.param, specs), s.slot, self.guard) for s in slots}
         owners = {}
         for s in slots:
             for key in s.params:
                 owners[key] = owners.get(key, 0) + 1
-        return {s.slot: CaffeUpdate(self.param, {k: (lr / owners.get(k, 1), d) for k, (lr, d) in specs.items()})
+        return {s.slot: GuardedUpdate(CaffeUpdate(self.param, {k: (lr / owners.get(k, 1), d)
+                                                               for k, (lr, d) in specs.items()}),
+                                      s.slot, self.guard)
                 for s in slots}
+
+    def _watch_losses(self) -> None:
+        """Forward hooks that stop an iteration at a non-finite loss, before any backward.
+        Data-parallel ranks rely on the (all-reduced, so agreed) gradient check instead:
+        one rank leaving an iteration alone would leave the others waiting."""
+        if self.param.nonfinite == CONTINUE or self.shard[1] > 1:
+            return
+        tops = {t.name for l in self.net.losses for t, _ in l.tops}
+        for compiled in self.executor.modules.values():
+            self.guard.watch(compiled.module, tops)
 
     def _test_net(self, src, state, input_shapes) -> tuple[CheckedNet, Compiled]:
         net = check_net(src, state, input_shapes)
-        compiled = compile_net(net, seed=self.seed)
+        compiled = compile_net(net, seed=self.seed, dtype=self.dtype)
         compiled.module.to(self.device)
         share_parameters(self.executor.main, compiled)
         return net, compiled
@@ -175,29 +205,60 @@ class Solver:
         """The training module (its parameters are the net's)."""
         return self.executor.main.module
 
+    @property
+    def params(self) -> dict[str, torch.nn.Parameter]:
+        """The learnable blobs by Caffe name: ``"conv1/0"`` (weights), ``"conv1/1"`` (bias)."""
+        return self.executor.params
+
+    def keep_gradients(self, on: bool = True) -> None:
+        """Keep each update's diffs (the summed gradients, before clipping, normalisation and
+        weight decay) in ``gradients``; they are not stored in ``.grad``."""
+        self.guard.kept = {} if on else None
+
+    @property
+    def gradients(self) -> dict[str, dict[str, torch.Tensor]]:
+        """After ``keep_gradients()``: update slot -> {"layer/i": diff} of the latest
+        iteration; the slot is "shared" for single-update schedules and the loss name
+        for MULTIWAY's per-loss updates."""
+        if self.guard.kept is None:
+            raise RuntimeError("call solver.keep_gradients() before step() to keep the diffs")
+        return self.guard.kept
+
     def next_batches(self) -> list[dict]:
+        if self.feed is None and not self.module.INPUTS:
+            # every data layer computes its own tops (DummyData, Python layers): nothing to feed
+            return [{} for _ in range(max(1, self.param.iter_size))]
         if self.feed is None:
             raise NetspecError([Diagnostic("E0600", "the train net has no data layer; feed it with "
                                            "Solver.step(n, batches=...)")])
         return [self._to_device(next(self.feed)) for _ in range(max(1, self.param.iter_size))]
 
     def _to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        """A batch on the training device, floating blobs in the training dtype."""
+        return {k: v.to(self.device, self.dtype if self.dtype and v.is_floating_point() else v.dtype,
+                        non_blocking=True) for k, v in batch.items()}
 
     def step(self, n: int = 1, batches=None) -> list[dict]:
         """Run ``n`` iterations (Caffe's Solver::Step); returns their log records."""
         with fast_float_mode(self.flush_denormal):
             return self._steps(n, batches)
 
+    stop_signal: int | None = None      # the SIGINT/SIGTERM that asked solve() to stop
+    _mid_iteration = False
+
     def _steps(self, n: int, batches) -> list[dict]:
         records = []
         for _ in range(n):
             if self._test_due():
                 self.test_all()
+            self._mid_iteration = True
             records.append(self._one(batches))
             self.iter += 1
+            self._mid_iteration = False
             if self.param.snapshot and self.iter % self.param.snapshot == 0:
                 self.snapshot()
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt(signal.Signals(self.stop_signal).name)
         return records
 
     def _test_due(self) -> bool:
@@ -208,17 +269,34 @@ class Solver:
 
     def _one(self, batches) -> dict:
         start = time.perf_counter()
+        self._follow_module()
         batches = [self._to_device(b) for b in batches] if batches is not None else self.next_batches()
         factors = self.weights.factors(self.iter)
-        result = self.executor.iteration(batches, self.iter, factors)
+        if self.param.debug_info:
+            for line in debug_lines(self.executor.main, batches[0], backward_steps(self.schedule),
+                                    factors, self.executor.amp, self.device.type):
+                self.log(line)
+        try:
+            result = self.executor.iteration(batches, self.iter, factors)
+        except NonFinite as e:
+            return self._nonfinite(e, batches, factors, start)
         weights = {l: self.weights.base[l] * factors.get(l, 1.0) for l in result.losses}
         values = {l: v / self.weights.base[l] if self.weights.base[l] else v
                   for l, v in result.losses.items()}       # the loss tops, unweighted
         loss = sum(values[l] * weights[l] for l in values)
-        self.smoothed.append(loss)
-        rec = {"iter": self.iter, "loss": loss, "smoothed_loss": float(np.mean(self.smoothed)),
+        if not np.isfinite(loss) and self.param.nonfinite == CONTINUE and not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            self.log(f"warning: loss = {loss:g} at iteration {self.iter}; training continues "
+                     "(nonfinite: CONTINUE)")
+        return self._record(loss, values, weights, start)
+
+    def _record(self, loss: float, values: dict, weights: dict, start: float, **extra) -> dict:
+        if not extra.get("skipped"):      # a dropped iteration's nan stays out of the average
+            self.smoothed.append(loss)
+        rec = {"iter": self.iter, "loss": loss,
+               "smoothed_loss": float(np.mean(self.smoothed)) if self.smoothed else loss,
                "lr": learning_rate(self.param, self.iter), "losses": values, "weights": weights,
-               "seconds": time.perf_counter() - start}
+               "seconds": time.perf_counter() - start, **extra}
         self.history.append(rec)
         self._emit("train", rec)
         for listener in self.listeners:
@@ -226,6 +304,67 @@ class Solver:
         if self.param.display and self.iter % self.param.display == 0:
             self._display(rec)
         return rec
+
+    _warned_nonfinite = False
+
+    def _nonfinite(self, e: NonFinite, batches: list[dict], factors: dict, start: float) -> dict:
+        """SKIP: log, count the iteration, keep the weights; STOP: raise the located diagnostic."""
+        losses = e.losses or {k: float(v.float().sum()) for k, v in self.guard.last_losses.items()}
+        loss = sum(losses.values()) if losses else float("nan")
+        if self.param.nonfinite == SKIP and e.stage == "forward":
+            self.guard.skipped += 1
+            self.log(f"Iteration {self.iter}: loss = {loss:g}; update dropped (nonfinite: SKIP)")
+            return self._record(loss, {}, {}, start, skipped=True, loss_tops=losses)
+        steps = backward_steps(self.schedule)
+        if e.slot is not None:        # the backward steps feeding the update that failed
+            steps = [s for s in steps if set(s.params) & set(self._slot_params(e.slot))] or steps
+        finding = locate(self.executor.main, batches[0], steps, factors, self.executor.amp, self.device.type)
+        raise nonfinite_error(self.iter, losses, finding, e, self.net, self._nonfinite_help(e))
+
+    def _slot_params(self, slot: str) -> tuple:
+        return next((s.params for s in self.schedule.steps if isinstance(s, Update) and s.slot == slot), ())
+
+    def _nonfinite_help(self, e: NonFinite) -> list[str]:
+        help_ = [f"lower base_lr (now {self.param.base_lr:g}) or set clip_gradients; "
+                 "`debug_info: true` prints every layer's data and diff"]
+        last = self.latest_snapshot()
+        if last is not None:
+            help_.append(f"the last good snapshot is kept: {self.resume_command(last)}")
+        if e.stage == "update":
+            help_.append("the update itself overflowed, so it could not be dropped (not even "
+                         "with `nonfinite: SKIP`)")
+        else:
+            help_.append("`nonfinite: SKIP` drops such updates; `nonfinite: CONTINUE` trains on as Caffe does")
+        return help_
+
+    def resume_command(self, snapshot: str | Path) -> str:
+        """The command line that resumes this run from ``snapshot``."""
+        import shlex
+        return f"netspec train --solver {shlex.quote(str(self.spec.path))} --snapshot {shlex.quote(str(snapshot))}"
+
+    def _follow_module(self) -> None:
+        """Follow a dtype/device conversion of the module made after construction
+        (``solver.module.double()``, ``.to(device)``): the executor's update aliases, the
+        other compiled modules, the test nets and the optimizer state move with it."""
+        ex = self.executor
+        if all(ex.data[k].data_ptr() == p.data_ptr() and ex.data[k].dtype == p.dtype
+               for k, p in ex.params.items()):
+            return
+        kinds = {(p.dtype, p.device) for p in ex.params.values()}
+        if len(kinds) > 1:
+            raise NetspecError([Diagnostic("E0600", "the module's parameters were converted to mixed "
+                                           "dtypes or devices: " + ", ".join(sorted(f"{d} on {v}" for d, v in kinds)),
+                                           help=["convert the whole module: solver.module.to(device, dtype)"])])
+        dtype, device = kinds.pop()
+        ex.data = {k: p.data for k, p in ex.params.items()}
+        for compiled in [c for c in ex.modules.values() if c is not ex.main] + [c for _, c in self.tests]:
+            compiled.module.to(device=device, dtype=dtype)
+            share_parameters(ex.main, compiled)
+        ex.state = {slot: {k: {h: v.to(device, dtype) for h, v in hist.items()} for k, hist in st.items()}
+                    for slot, st in ex.state.items()}
+        self.device = ex.device = device
+        self.dtype = dtype
+        self.log(f"note: the module was converted after Solver(); training follows it ({dtype} on {device})")
 
     def _display(self, rec: dict) -> None:
         self.log(f"Iteration {rec['iter']} ({1 / max(rec['seconds'], 1e-9):.2f} iter/s), "
@@ -241,22 +380,64 @@ class Solver:
             self.jsonl.flush()
 
     def solve(self, resume: str | Path | None = None) -> None:
-        """Train to max_iter (Caffe's Solver::Solve); Ctrl-C snapshots and stops."""
+        """Train to max_iter (Caffe's Solver::Solve).
+
+        SIGINT (Ctrl-C) or SIGTERM finishes the current iteration, writes a snapshot and
+        raises KeyboardInterrupt (``stop_signal`` says which); a second signal interrupts
+        at once.  A closed stdout (``netspec train | head``) never stops training."""
         if resume:
             self.restore(resume)
+        self.stop_signal = None
         self.log(f"Solving {self.net.name} with {self.schedule.mode} BP on {self.device}")
         self.log(str(self.schedule))
+        if hasattr(self.executor, "describe"):          # compile: true
+            self.log(f"torch.compile: {len(self.executor.segments)} segment(s)\n{self.executor.describe()}")
         try:
-            self.step(max(0, self.param.max_iter - self.iter))
+            with self._stop_on_signals():
+                self.step(max(0, self.param.max_iter - self.iter))
         except KeyboardInterrupt:
-            self.log("Interrupted: writing a snapshot")
-            self.snapshot()
+            self._interrupted()
             raise
         if self.param.snapshot_after_train and (not self.param.snapshot or self.iter % self.param.snapshot):
             self.snapshot()
         if self.tests and self.param.test_interval and self.iter % self.param.test_interval == 0:
             self.test_all()
         self.log("Optimization Done.")
+
+    @contextmanager
+    def _stop_on_signals(self):
+        """SIGINT/SIGTERM ask for a stop at the next iteration boundary (the snapshot is then
+        consistent); a second one raises KeyboardInterrupt at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def ask(signum, _frame):
+            if self.stop_signal is not None:
+                raise KeyboardInterrupt(signal.Signals(signum).name)
+            self.stop_signal = signum
+        previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _interrupted(self) -> None:
+        """Write the snapshot and say how to resume; the log may be a dead pipe by now."""
+        if self.stop_signal is None:
+            self.stop_signal = signal.SIGINT
+        name = signal.Signals(self.stop_signal).name
+        if self._mid_iteration:
+            last = self.latest_snapshot()
+            msg = (f"{name}: interrupted inside iteration {self.iter}; no snapshot written"
+                   + (f"; resume from the last one with: {self.resume_command(last)}" if last else ""))
+        else:
+            path = self.snapshot()
+            msg = f"{name}: stopped at iteration {self.iter}; resume with: {self.resume_command(path)}"
+        self.log(msg)
+        if console_dead():                 # stdout is a closed pipe: stderr may still be read
+            _safe_write(sys.stderr, msg)
 
     # -- testing ----------------------------------------------------------------------
     def test_all(self) -> list[dict]:
@@ -296,10 +477,10 @@ class Solver:
         """Write weights and the full solver state atomically (temp file, then rename).
 
         ``snapshot_format: BINARYPROTO`` (or ``HDF5``) in the solver file writes Caffe's
-        ``.caffemodel`` + ``.solverstate`` pair instead (netspec.interop.snapshot); returns
+        ``.caffemodel`` + ``.solverstate`` pair instead (netspec.solve.caffe_snapshot); returns
         the solver state file."""
         if _caffe_format(self.param):
-            from ..interop.snapshot import write_caffe_snapshot
+            from .caffe_snapshot import write_caffe_snapshot
             stem = Path(path).with_suffix("") if path else self.snapshot_path().with_suffix("")
             model, state = write_caffe_snapshot(self, stem)
             self.log(f"Snapshotting to {model}")
@@ -323,7 +504,7 @@ class Solver:
         """Resume from a snapshot: weights, iteration, optimizer state per loss, RNG, data position.
 
         A Caffe ``.solverstate[.h5]`` restores weights, iteration and history (no RNG state)."""
-        from ..interop.snapshot import is_caffe_solverstate, restore_caffe_snapshot
+        from .caffe_snapshot import is_caffe_solverstate, restore_caffe_snapshot
         if is_caffe_solverstate(path):
             restore_caffe_snapshot(self, path)
         else:
@@ -341,6 +522,41 @@ class Solver:
             for _ in range(self.iter * max(1, self.param.iter_size)):
                 next(self.feed)
         self.log(f"Restored from {path} at iteration {self.iter}")
+
+
+_CONSOLE = {"dead": False}
+
+
+def console_log(line: str) -> None:
+    """The default log: a line on stdout.  When stdout is a closed pipe (``| head``, a
+    ``| tee`` killed by Ctrl-C) the log goes quiet instead of killing training."""
+    if not _CONSOLE["dead"] and not _safe_write(sys.stdout, line):
+        _CONSOLE["dead"] = True
+
+
+def console_dead() -> bool:
+    return _CONSOLE["dead"]
+
+
+def _safe_write(stream, line: str) -> bool:
+    """Write and flush a line; False (and ``stream``'s descriptor pointed at /dev/null, so
+    the interpreter's final flush cannot fail either) when the reader has gone."""
+    try:
+        stream.write(line + "\n")
+        stream.flush()
+        return True
+    except (BrokenPipeError, ValueError):      # ValueError: the stream was closed
+        pass
+    except OSError as e:
+        if e.errno != errno.EPIPE:
+            raise
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, stream.fileno())
+        os.close(fd)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def _caffe_format(param) -> bool:
@@ -362,39 +578,6 @@ def latest_snapshot(example: Path) -> Path | None:
     found = [(int(m.group(1)), p) for p in example.parent.glob(f"{stem}_iter_*.netspec")
              if (m := pattern.match(p.name))]
     return max(found)[1] if found else None
-
-
-def read_snapshot(path: str | Path) -> dict:
-    """Load a netspec snapshot, with a clear error for a missing or corrupt file."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise NetspecError([Diagnostic("E0700", f"snapshot '{path}' does not exist")]) from None
-    except Exception as e:  # torch raises many types for a damaged file
-        raise NetspecError([Diagnostic("E0700", f"'{path}' is not a readable netspec snapshot: "
-                                       f"{str(e).splitlines()[0] if str(e) else type(e).__name__}",
-                                       help=["the file may be truncated; use an earlier snapshot"])]) from None
-    if not isinstance(state, dict) or state.get("version") != SNAPSHOT_VERSION:
-        raise NetspecError([Diagnostic("E0700", f"'{path}' is not a netspec snapshot (version "
-                                       f"{SNAPSHOT_VERSION})")])
-    return state
-
-
-def load_weights(module: torch.nn.Module, weights: dict, source: str) -> list[str]:
-    """Copy snapshot weights into ``module`` in place (keeps parameter identity and aliases).
-
-    Keys present in both must have equal shapes; returns the module keys left unfilled.
-    """
-    own = dict(module.state_dict(keep_vars=True))
-    bad = [f"'{k}': snapshot {tuple(v.shape)} vs net {tuple(own[k].shape)}"
-           for k, v in weights.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    if bad:
-        raise NetspecError([Diagnostic("E0700", f"{source}: shapes differ for " + "; ".join(bad))])
-    with torch.no_grad():
-        for k, v in weights.items():
-            if k in own:
-                own[k].data.copy_(v.to(own[k].device, own[k].dtype))
-    return [k for k in own if k not in weights]
 
 
 def _flushing_denormals() -> bool:

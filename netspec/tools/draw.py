@@ -24,7 +24,8 @@ from ..diagnostics import Diagnostic, Diagnostics, NetspecError
 from ..layers.base import fmt_shape
 from ..lower import NetState
 from ..proto import caffe_pb2
-from ..schedule import Schedule, Update, build_schedule, gradient_sources
+from ..check.scopes import unused_scope_warnings
+from ..schedule import Schedule, Update, build_schedule, gradient_sources, scope_notes
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 FORMATS = ("svg", "png", "pdf", "dot", "html")
@@ -75,6 +76,7 @@ class Drawing:
     losses: list[LossInfo]
     steps: list[str]
     rankdir: str = "TB"
+    warnings: list = field(default_factory=list)   # diagnostics (a scope the mode ignores)
 
     def color(self, loss: str) -> str:
         return next(l.color for l in self.losses if l.name == loss)
@@ -114,8 +116,9 @@ def auxiliary_layers(net: CheckedNet, primary: str | None) -> set[str]:
 def build_drawing(net: CheckedNet, schedule: Schedule | None, rankdir: str = "TB") -> Drawing:
     """The drawing model of ``net``; without a schedule (no loss) nothing is coloured."""
     trained = set(schedule.losses) if schedule else set()
-    losses = [LossInfo(l.layer, PALETTE[i % len(PALETTE)], _loss_text(l), l.layer in trained)
-              for i, l in enumerate(net.losses)]
+    notes = scope_notes(net, schedule) if schedule else {}
+    losses = [LossInfo(l.layer, PALETTE[i % len(PALETTE)], _loss_text(l, notes.get(l.layer)),
+                       l.layer in trained) for i, l in enumerate(net.losses)]
     order = [l.name for l in losses]
     sources = gradient_sources(net, schedule) if schedule else {}
     aux = auxiliary_layers(net, schedule.primary if schedule else None)
@@ -143,8 +146,10 @@ def schedule_lines(schedule: Schedule | None) -> list[str]:
     return lines
 
 
-def _loss_text(loss) -> str:
+def _loss_text(loss, note: str | None = None) -> str:
     text = ", ".join(f"{b.name} x {w:g}" for b, w in loss.tops)
+    if note:                   # the scope, and whether the schedule's mode applies it
+        return f"{text}; {note}"
     if loss.stop_at:
         text += f"; stop_at {', '.join(loss.stop_at)}"
     if loss.max_depth:
@@ -214,7 +219,12 @@ def load_drawing(net_path: str, solver_path: str | None = None, bp_mode: str | N
     solver, _ = solver_for(solver_path, bp_mode, diags)
     net = check_net(src, NetState.of(phase or "TRAIN"), input_shapes or {})
     schedule = build_schedule(net, solver) if net.losses else None
-    return build_drawing(net, schedule, rankdir)
+    drawing = build_drawing(net, schedule, rankdir)
+    if schedule is not None and solver is not None:
+        warnings = Diagnostics()
+        unused_scope_warnings(net.graph, net.losses, schedule.mode, net.source, warnings)
+        drawing.warnings = warnings.items
+    return drawing
 
 
 def write(drawing: Drawing, out: str | Path, layout: str = "auto") -> Path:

@@ -157,7 +157,7 @@ def layer_params(compiled: Compiled, layer: str) -> list[torch.Tensor]:
     return [p for p in sub.parameters() if p.requires_grad]
 
 
-def _groups(stmts: list[Statement]) -> list[tuple[str, list[Statement]]]:
+def layer_groups(stmts: list[Statement]) -> list[tuple[str, list[Statement]]]:
     """Consecutive statements of one layer, in execution order."""
     groups: list[tuple[str, list[Statement]]] = []
     for s in stmts:
@@ -168,7 +168,7 @@ def _groups(stmts: list[Statement]) -> list[tuple[str, list[Statement]]]:
     return groups
 
 
-def _is_float(t) -> bool:
+def is_float(t) -> bool:
     return isinstance(t, torch.Tensor) and t.is_floating_point()
 
 
@@ -179,10 +179,10 @@ def layer_pass(compiled: Compiled, inputs: dict, clock: Clock, fwd: dict, bwd: d
     stmts, _, glob = statements_cached(compiled)
     env = {"self": compiled.module, **inputs}
     record = []                                    # (layer, isolated bottoms, tops)
-    for layer, group in _groups(stmts):
+    for layer, group in layer_groups(stmts):
         writes = [w for s in group for w in s.writes]
         reads = [r for s in group for r in s.reads if r in env and r != "self" and r not in writes]
-        bottoms = {r: env[r].detach().requires_grad_(True) if _is_float(env[r]) else env[r]
+        bottoms = {r: env[r].detach().requires_grad_(True) if is_float(env[r]) else env[r]
                    for r in dict.fromkeys(reads)}
         env.update(bottoms)
         started = clock.start()
@@ -200,12 +200,12 @@ def _backward_pass(compiled: Compiled, record, clock: Clock, bwd: dict, param_gr
         outs, seeds = [], []
         for name, t in tops.items():
             g = grads.pop(name, None)
-            if g is None and name in weights and _is_float(t):
+            if g is None and name in weights and is_float(t):
                 g = torch.full_like(t, weights[name])
-            if g is not None and _is_float(t) and t.requires_grad:
+            if g is not None and is_float(t) and t.requires_grad:
                 outs.append(t)
                 seeds.append(g)
-        wrt = [(n, b) for n, b in bottoms.items() if _is_float(b)]
+        wrt = [(n, b) for n, b in bottoms.items() if is_float(b)]
         params = layer_params(compiled, layer)
         if not outs or not (wrt or params):
             continue
@@ -262,7 +262,7 @@ def objective(compiled: Compiled, out: dict) -> torch.Tensor:
     net = compiled.net
     terms = [w * out[t.name].sum() for l in net.losses for t, w in l.tops if t.name in out]
     if not terms:
-        terms = [v.sum() for v in out.values() if _is_float(v) and v.requires_grad]
+        terms = [v.sum() for v in out.values() if is_float(v) and v.requires_grad]
     return sum(terms) if terms else None
 
 

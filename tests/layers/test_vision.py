@@ -578,4 +578,5 @@ def test_mvn_matches_reference(across, variance):
         # Caffe adds eps to the standard deviation
         want = want / (np.sqrt((want ** 2).mean(axes, keepdims=True)) + 0.1)
     np.testing.assert_allclose(out["y"].numpy(), want, rtol=1e-5, atol=1e-5)
-    gradcheck(compiled, x)
+    if not variance:    # with eps, Caffe's backward is not the exact derivative: tests/test_caffe_exactness.py
+        gradcheck(compiled, x)

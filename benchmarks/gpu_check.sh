@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# One unattended GPU check (issue 14), about 10 minutes on one modern GPU:
+#   1. the CUDA-marked tests (pytest -m cuda), which must not all be skipped;
+#   2. benchmarks/bench_gpu.py --modes: ResNet-56 with 4 exits, bf16 + channels_last, every BP
+#      mode eager and compiled (images/s, ratios to STANDARD, compiled/eager);
+#   3. with two or more GPUs, a 2-rank NCCL data-parallel run of the digits net (MULTIWAY,
+#      then STANDARD under DDP).
+# Every step runs (a failure does not stop the later ones) under its own time limit; the
+# figures and logs go to $OUT (default gpu_check_out/); the last lines are a summary, and the
+# exit status is 1 when any step failed or no CUDA device is present.
+#
+#   bash benchmarks/gpu_check.sh            # from the repository root, venv active
+#   OUT=/tmp/gpu BENCH_MODES="STANDARD MULTIWAY" bash benchmarks/gpu_check.sh
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu_check_out}
+PY=${PYTHON:-python}
+BENCH_MODES=${BENCH_MODES:-"STANDARD JOINT RELAY MULTIWAY MULTIWAY_naive"}
+mkdir -p "$OUT"
+declare -a SUMMARY=()
+FAILED=0
+START=$(date +%s)
+
+step() {                      # step NAME LIMIT_S COMMAND...: run, log, record pass/fail
+    local name=$1 limit=$2; shift 2
+    local t0=$(date +%s) rc
+    echo "=== $name (limit ${limit}s): $*" | tee -a "$OUT/gpu_check.log"
+    timeout --kill-after=20 "$limit" "$@" 2>&1 | tee "$OUT/$name.log" | tee -a "$OUT/gpu_check.log"
+    rc=${PIPESTATUS[0]}
+    local dt=$(( $(date +%s) - t0 ))
+    if [ "$rc" -eq 0 ]; then
+        SUMMARY+=("PASS  $name (${dt}s)")
+    else
+        [ "$rc" -eq 124 ] && why="timed out" || why="exit $rc"
+        SUMMARY+=("FAIL  $name (${dt}s, $why; log: $OUT/$name.log)")
+        FAILED=1
+    fi
+    return 0
+}
+
+NGPU=$($PY -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)" 2>/dev/null || echo 0)
+{ echo "gpu_check $(date -u '+%Y-%m-%d %H:%M UTC'), $NGPU GPU(s)"; nvidia-smi -L 2>/dev/null || true
+  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee "$OUT/gpu_check.log"
+if [ "$NGPU" -lt 1 ]; then
+    echo "FAIL: no CUDA device visible to torch; nothing was checked" | tee -a "$OUT/gpu_check.log" >&2
+    exit 1
+fi
+
+# 1. CUDA tests: -rs lists skips; a run where every CUDA test skipped counts as a failure
+step cuda_tests 150 $PY -m pytest -q -m cuda -rs -p no:cacheprovider tests
+if grep -qE "^[0-9]+ skipped|no tests ran|[0-9]+ deselected in" "$OUT/cuda_tests.log" \
+        && ! grep -qE "[0-9]+ passed" "$OUT/cuda_tests.log"; then
+    SUMMARY+=("FAIL  cuda_tests: no CUDA test ran (all skipped or deselected)"); FAILED=1
+fi
+
+# 2. every BP mode on ResNet-56 with 4 exits, eager vs compiled (first iterations compile)
+# shellcheck disable=SC2086
+step bench_gpu 450 $PY benchmarks/bench_gpu.py --require-cuda --repeats 3 --iterations 5 --modes $BENCH_MODES
+grep -A20 "^Device:" "$OUT/bench_gpu.log" > "$OUT/bench_gpu.md" 2>/dev/null || true
+
+# 3. two ranks over NCCL (only with two or more GPUs)
+if [ "$NGPU" -ge 2 ]; then
+    for mode in multiway standard; do
+        step "nccl_$mode" 90 $PY -m torch.distributed.run --standalone --nproc_per_node 2 -m netspec train \
+            --solver "models/digits/solver_$mode.prototxt" --gpu 0 --iterations 40 --dist-timeout 60
+        grep -q "Optimization Done" "$OUT/nccl_$mode.log" \
+            || { SUMMARY+=("FAIL  nccl_$mode: no 'Optimization Done' in its log"); FAILED=1; }
+    done
+else
+    SUMMARY+=("SKIP  nccl: one GPU only")
+fi
+
+echo "=== summary ($(( $(date +%s) - START ))s; logs in $OUT/)" | tee -a "$OUT/gpu_check.log"
+printf '%s\n' "${SUMMARY[@]}" | tee -a "$OUT/gpu_check.log"
+[ "$FAILED" -eq 0 ] && echo "gpu_check: OK" || echo "gpu_check: FAILED" >&2
+exit "$FAILED"
