@@ -26,3 +26,17 @@ def test_train_prints_exits_weights_and_runnable_next_commands(tmp_path, monkeyp
     capsys.readouterr()
     assert (tmp_path / "anytime.svg").exists() and (tmp_path / "exit1_loss.caffemodel").exists()
     assert (tmp_path / "net.svg").exists()
+
+
+def test_snapshot_after_train_false_is_honoured(tmp_path, monkeypatch, capsys):
+    """Caffe writes no final snapshot when the solver says so; neither does netspec train."""
+    (tmp_path / "models").symlink_to(ROOT / "models")
+    solver = tmp_path / "solver.prototxt"
+    text = (ROOT / "models/digits/solver_multiway.prototxt").read_text()
+    solver.write_text(text.replace("snapshot_after_train: true", "snapshot_after_train: false")
+                      .replace('net: "', 'net: "models/digits/').replace("max_iter: 400", "max_iter: 2"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--solver", str(solver)]) == 0
+    out = capsys.readouterr().out
+    assert "final weights: not saved (the solver says snapshot_after_train: false)" in out
+    assert not list(tmp_path.glob("*.netspec")) and "\nnext:\n" not in out

@@ -108,7 +108,7 @@ lr_policy: {lr_policy}
 average_loss: 20
 max_iter: {max_iter}
 snapshot: 0
-snapshot_after_train: false
+snapshot_after_train: true
 snapshot_prefix: "digits_{name}"
 random_seed: 1
 solver_mode: CPU

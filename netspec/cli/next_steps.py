@@ -35,17 +35,24 @@ class ExitReport:
         weights = _weights(solver)
         print("", file=out)
         print(format_exits(solver, (self.last or {}).get("outputs", {})), file=out)
+        if weights is None:
+            print("final weights: not saved (the solver says snapshot_after_train: false)", file=out)
+            return None
         print(f"final weights: {weights}", file=out)
         print(next_commands(solver, weights), file=out)
         return weights
 
 
-def _weights(solver) -> Path:
-    path = solver.snapshot_path()
-    written = path if path.exists() else solver.snapshot(path)
-    if written.suffix == ".solverstate":        # Caffe's format: the weights are the .caffemodel
-        return written.with_suffix(".caffemodel")
-    return written
+def _weights(solver) -> Path | None:
+    """The final snapshot's weights file: the one the solver wrote, or None when the solver
+    file asked for none (Caffe's snapshot_after_train: false is honoured)."""
+    stem = str(solver.snapshot_path().with_suffix(""))
+    # netspec's own snapshot, or Caffe's pair (BINARYPROTO / HDF5): the weights file of it
+    for state, weights in ((".netspec", ".netspec"), (".solverstate", ".caffemodel"),
+                           (".solverstate.h5", ".caffemodel.h5")):
+        if Path(stem + state).exists():
+            return Path(stem + weights)
+    return None
 
 
 def format_exits(solver, outputs: dict) -> str:
