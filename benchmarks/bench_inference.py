@@ -37,7 +37,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import ROOT, interleaved, ratio_stats  # noqa: E402
-from benchmarks.handwritten import INCEPTIONS, Inception  # noqa: E402
+from benchmarks.handwritten import INCEPTION_BRANCHES, INCEPTIONS, Inception  # noqa: E402
 from netspec.check import check_net, load  # noqa: E402
 from netspec.compile.module import compile_net, refold  # noqa: E402
 from netspec.lower import NetState  # noqa: E402
@@ -79,10 +79,9 @@ class GoogLeNetDeploy(nn.Module):
         return F.softmax(self.classifier(x), 1)
 
 
-_BRANCHES = {"b1": "1x1", "b3r": "3x3_reduce", "b3": "3x3", "b5r": "5x5_reduce", "b5": "5x5", "bp": "pool_proj"}
 GOOGLENET_NAMES = {"conv1": "conv1/7x7_s2", "conv2_reduce": "conv2/3x3_reduce", "conv2": "conv2/3x3",
                    "classifier": "loss3/classifier",
-                   **{f"inception.{k}.{b}": f"inception_{k}/{c}" for k in INCEPTIONS for b, c in _BRANCHES.items()}}
+                   **{f"inception.{k}.{b}": f"inception_{k}/{c}" for k in INCEPTIONS for b, c in INCEPTION_BRANCHES.items()}}
 
 
 class CaffeNetDeploy(nn.Module):

@@ -190,11 +190,11 @@ class HandGoogLeNet(nn.Module):
                 "loss3/loss3": F.cross_entropy(self.classifier(x), label)}
 
 
-_BRANCHES = {"b1": "1x1", "b3r": "3x3_reduce", "b3": "3x3", "b5r": "5x5_reduce", "b5": "5x5", "bp": "pool_proj"}
+INCEPTION_BRANCHES = {"b1": "1x1", "b3r": "3x3_reduce", "b3": "3x3", "b5r": "5x5_reduce", "b5": "5x5", "bp": "pool_proj"}
 _GOOGLENET_FLAT = {"conv1": "conv1_7x7_s2", "conv2_reduce": "conv2_3x3_reduce", "conv2": "conv2_3x3",
                    "classifier": "loss3_classifier",
                    **{f"aux{i}.{part}": f"loss{i}_{part}" for i in (1, 2) for part in ("conv", "fc", "classifier")},
-                   **{f"inception.{k}.{b}": f"inception_{k}_{c}" for k in INCEPTIONS for b, c in _BRANCHES.items()}}
+                   **{f"inception.{k}.{b}": f"inception_{k}_{c}" for k in INCEPTIONS for b, c in INCEPTION_BRANCHES.items()}}
 
 
 def googlenet_state(sd: dict) -> dict:

@@ -121,12 +121,14 @@ class NetGraph:
     def sources(self) -> list[str]:
         return [n for n in self.order if self._g.in_degree(n) == 0]
 
-    def depth(self) -> dict[str, int]:
-        """Longest path (in layers) from any source to each layer."""
+    def depth(self, counts=None, layers=None) -> dict[str, int]:
+        """Layer -> the largest number of layers on a path from the inputs to it, itself
+        included; with ``counts``, only the layers ``counts(node)`` accepts are counted
+        (weight layers, say); over ``layers`` only, in net order, when given."""
         depth: dict[str, int] = {}
-        for node in self.layers():
+        for node in layers if layers is not None else self.layers():
             preds = [depth[u] for u, _, _ in self.in_edges(node.name) if u in depth]
-            depth[node.name] = 1 + max(preds, default=-1)
+            depth[node.name] = max(preds, default=0) + (1 if counts is None or counts(node) else 0)
         return depth
 
     def subgraph_order(self, names: Iterable[str]) -> list[LayerNode]:

@@ -150,10 +150,7 @@ def trunk_depths(graph: NetGraph, losses: list) -> dict[str, int]:
     MW-BP's L_i (Eq. 5; the public code's ``n * p_i + 1``): the exit's own branch is
     not counted, so exits after conv3, conv6 and conv9 sit at depths 3, 6 and 9.
     """
-    depth: dict[str, int] = {}
-    for node in graph.layers():
-        preds = [depth[u] for u, _, _ in graph.in_edges(node.name) if u in depth]
-        depth[node.name] = max(preds, default=0) + (1 if learnable(node) else 0)
+    depth = graph.depth(learnable)
     heads = exit_heads(graph, losses)
     return {l.layer: max((depth[a] for a in graph.ancestors(l.layer) if a not in heads[l.layer]),
                          default=0) for l in losses}

@@ -135,11 +135,6 @@ class _Writer:
         self.scale_in_bn = {scale.name: bn for bn, scale in self.bn_scale.items()}
         self.plan: InferencePlan | None = None
 
-    def _last_reads(self) -> dict[Blob, int]:
-        """Blob -> index of the last layer reading it, for blobs that are not returned."""
-        last = {b: i for i, n in enumerate(self.layers) for b in n.bottoms}
-        return {b: i for b, i in last.items() if b not in self.outputs}
-
     def _bn_scale_pairs(self) -> dict[str, LayerNode]:
         """BatchNorm layer -> the Scale right after it whose affine can run inside its kernel.
 
@@ -221,12 +216,11 @@ class _Writer:
         L.append("")
         args = ", ".join(["self"] + [self.vars[b] for b in inputs])
         L.append(f"    def forward({args}):")
-        last = self._last_reads() if self.fuse else {}
-        dead_at = dead_after(self.plan, self.layers, self.outputs) if self.plan else {}
+        absorbed = self.plan.absorbed if self.plan else {}
+        dead_at = dead_after(absorbed, self.layers, self.outputs) if self.fuse or self.plan else {}
         for i, node in enumerate(self.layers):
             self._statement(node)
-            dead = [self.vars[b] for b in dict.fromkeys(node.bottoms) if last.get(b) == i]
-            dead += list(dict.fromkeys(self.vars[b] for b in dead_at.get(i, ())))
+            dead = list(dict.fromkeys(self.vars[b] for b in dead_at.get(i, ())))
             if dead:        # free what nothing reads any more (autograd keeps what it saved)
                 L.append(f"        del {', '.join(dead)}")
         ret = ", ".join(f"{k!r}: {self.vars[b]}" for k, b in zip(output_keys(self.outputs), self.outputs))

@@ -287,16 +287,17 @@ def max_build(module, device) -> object:
     return run
 
 
-def dead_after(plan: InferencePlan, layers: list[LayerNode], outputs: list[Blob]) -> dict[int, list[Blob]]:
+def dead_after(absorbed: dict, layers: list[LayerNode], outputs: list[Blob]) -> dict[int, list[Blob]]:
     """Layer index -> the blobs whose variable nothing reads after that layer (to ``del`` there,
     so that the allocator reuses an activation's memory at once, as a hand-written forward
-    does).  A folded layer's top shares its bottom's variable: both count as one."""
+    does).  The top of a layer in ``absorbed`` (folded into an earlier one) shares its
+    bottom's variable: both count as one."""
     root: dict[Blob, Blob] = {}
     last: dict[Blob, int] = {}
     for i, node in enumerate(layers):
         for b in node.bottoms:
             last[root.get(b, b)] = i
-        for t, b in zip(node.tops, node.bottoms if node.name in plan.absorbed else node.tops):
+        for t, b in zip(node.tops, node.bottoms if node.name in absorbed else node.tops):
             root[t] = root.get(b, b)
     kept = {root.get(b, b) for b in outputs}
     out: dict[int, list[Blob]] = {}

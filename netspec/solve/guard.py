@@ -26,7 +26,8 @@ from ..compile.module import Compiled
 from ..diagnostics import Diagnostic, NetspecError
 from ..proto import caffe_pb2
 from ..schedule import Backward
-from ..tools.timing import GLUE, is_float, layer_groups, layer_params, statements_cached
+from ..tools.timing import (GLUE, is_float, isolated_backward, isolated_forward, layer_params,
+                            statements_cached)
 
 STOP, SKIP, CONTINUE = (caffe_pb2.SolverParameter.STOP, caffe_pb2.SolverParameter.SKIP,
                         caffe_pb2.SolverParameter.CONTINUE)
@@ -141,23 +142,13 @@ class Replay:
 
     def forward(self, batch: dict, amp=None, device_type: str = "cpu") -> Finding | None:
         """Run it; returns the first layer whose parameters or tops are non-finite."""
-        stmts, _, glob = statements_cached(self.compiled)
-        env = {"self": self.compiled.module, **batch}
-        found = None
         with torch.enable_grad(), _autocast(amp, device_type):
-            for layer, group in layer_groups(stmts):
-                writes = [w for s in group for w in s.writes]
-                reads = [r for s in group for r in s.reads if r in env and r != "self" and r not in writes]
-                bottoms = {r: env[r].detach().requires_grad_(True) if is_float(env[r]) else env[r]
-                           for r in dict.fromkeys(reads)}
-                env.update(bottoms)
-                for s in group:
-                    exec(s.code, glob, env)
-                tops = {w: env[w] for w in dict.fromkeys(writes)}
-                self.record.append((layer, bottoms, tops))
-                if found is None and layer != GLUE:
-                    found = self._check_forward(layer, tops)
-        return found
+            self.record = isolated_forward(self.compiled, batch)
+        for layer, _, tops in self.record:
+            found = None if layer == GLUE else self._check_forward(layer, tops)
+            if found is not None:
+                return found
+        return None
 
     def _check_forward(self, layer: str, tops: dict) -> Finding | None:
         for i, p in enumerate(self.params(layer)):
@@ -186,30 +177,10 @@ class Replay:
 
         ``seeds``: forward variable -> loss weight (the gradient a loss top starts with);
         ``stop``: variables whose gradient is zeroed (``gradient_scope.stop_at``)."""
-        grads: dict[str, torch.Tensor] = {}
-        for layer, bottoms, tops in reversed(self.record):
-            outs, gs = [], []
-            for var, t in tops.items():
-                g = grads.pop(var, None)
-                if g is None and var in seeds and is_float(t):
-                    g = torch.full_like(t, seeds[var])
-                if g is not None and var in stop:
-                    g = torch.zeros_like(g)
-                if g is not None and is_float(t) and t.requires_grad:
-                    outs.append(t)
-                    gs.append(g)
-            wrt = [(n, b) for n, b in bottoms.items() if is_float(b)]
-            params = self.params(layer)
-            if not outs or not (wrt or params):
-                continue
-            got = torch.autograd.grad(outs, [b for _, b in wrt] + params, gs, allow_unused=True,
-                                      retain_graph=True)     # one replay serves every backward step
-            diffs = {}
-            for (name, _), g in zip(wrt, got):
-                if g is not None:
-                    grads[name] = grads[name] + g if name in grads else g
-                    diffs[name] = g
-            yield layer, diffs, list(got[len(wrt):])
+        # one replay serves every backward step of the schedule: keep the graph
+        for layer, diffs, _, pgrads in isolated_backward(self.compiled, self.record, seeds, stop,
+                                                         retain_graph=True):
+            yield layer, diffs, pgrads
 
 
 def loss_seeds(compiled: Compiled, losses, factors: dict[str, float]) -> dict[str, float]:

@@ -25,6 +25,7 @@ from ..compile.module import inference_twin, refold
 from ..diagnostics import Diagnostic, NetspecError
 from ..interop.export_net import net_exits
 from .macs import net_macs
+from .timing import forward_def
 
 
 @dataclass
@@ -112,9 +113,7 @@ class EarlyExit:
 def _forward_body(compiled) -> tuple[list[tuple[str, ast.stmt]], dict]:
     """(layer, statement) for the generated forward's statements (``del`` lines left out: the
     stages run in a different order) and the globals the statements need."""
-    tree = ast.parse(compiled.generated.source)
-    klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == compiled.generated.class_name)
-    fwd = next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == "forward")
+    fwd = forward_def(compiled)
     lines = compiled.generated.line_of_layer
     body = [(lines[s.lineno], s) for s in fwd.body if s.lineno in lines]
     return body, type(compiled.module).forward.__globals__
@@ -122,10 +121,7 @@ def _forward_body(compiled) -> tuple[list[tuple[str, ast.stmt]], dict]:
 
 def _returned_vars(compiled) -> list[str]:
     """The forward's variable for each output, in output order (from its ``return {...}``)."""
-    tree = ast.parse(compiled.generated.source)
-    klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == compiled.generated.class_name)
-    fwd = next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == "forward")
-    ret = next(s for s in fwd.body if isinstance(s, ast.Return))
+    ret = next(s for s in forward_def(compiled).body if isinstance(s, ast.Return))
     return [v.id for v in ret.value.values]
 
 

@@ -129,13 +129,19 @@ class Statement:
     writes: list[str]
 
 
+def forward_def(compiled: Compiled) -> ast.FunctionDef:
+    """The syntax tree of the generated module's ``forward``."""
+    tree = ast.parse(compiled.generated.source)
+    klass = next(n for n in tree.body
+                 if isinstance(n, ast.ClassDef) and n.name == compiled.generated.class_name)
+    return next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == "forward")
+
+
 def statements(compiled: Compiled) -> tuple[list[Statement], list[str], dict]:
     """The forward's statements compiled one by one, its argument names and its globals."""
     gen = compiled.generated
     cls = type(compiled.module)
-    tree = ast.parse(gen.source)
-    klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == gen.class_name)
-    fwd = next(n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == "forward")
+    fwd = forward_def(compiled)
     args = [a.arg for a in fwd.args.args[1:]] + [a.arg for a in fwd.args.kwonlyargs]
     out = []
     for stmt in fwd.body:
@@ -172,51 +178,77 @@ def is_float(t) -> bool:
     return isinstance(t, torch.Tensor) and t.is_floating_point()
 
 
-def layer_pass(compiled: Compiled, inputs: dict, clock: Clock, fwd: dict, bwd: dict,
-               param_grads: dict | None = None) -> None:
-    """One forward and one backward, layer by layer, adding each layer's time
-    (``param_grads``: also collect parameter -> gradient, to check the chain rule)."""
+def isolated_forward(compiled: Compiled, inputs: dict, clock: Clock | None = None,
+                     into: dict | None = None) -> list:
+    """One forward, layer by layer, each layer on detached copies of its bottoms so that its
+    backward can run alone: [(layer, bottoms {var: t}, tops {var: t})] in execution order.
+    With ``clock``, each layer's forward time is added to ``into``."""
     stmts, _, glob = statements_cached(compiled)
     env = {"self": compiled.module, **inputs}
-    record = []                                    # (layer, isolated bottoms, tops)
+    record = []
     for layer, group in layer_groups(stmts):
         writes = [w for s in group for w in s.writes]
         reads = [r for s in group for r in s.reads if r in env and r != "self" and r not in writes]
         bottoms = {r: env[r].detach().requires_grad_(True) if is_float(env[r]) else env[r]
                    for r in dict.fromkeys(reads)}
         env.update(bottoms)
-        started = clock.start()
+        started = clock.start() if clock else None
         for s in group:
             exec(s.code, glob, env)
-        clock.stop(layer, started, fwd)
+        if clock:
+            clock.stop(layer, started, into)
         record.append((layer, bottoms, {w: env[w] for w in writes}))
-    _backward_pass(compiled, record, clock, bwd, param_grads)
+    return record
 
 
-def _backward_pass(compiled: Compiled, record, clock: Clock, bwd: dict, param_grads=None) -> None:
-    weights = loss_weights(compiled)
+def isolated_backward(compiled: Compiled, record: list, seeds: dict[str, float],
+                      stop=frozenset(), retain_graph: bool = False, clock: Clock | None = None,
+                      into: dict | None = None):
+    """Each recorded layer's backward, last layer first: yields (layer, {bottom var: diff},
+    params, [param diff]); bottom diffs flow on to the layers that produced them.
+
+    ``seeds``: forward variable -> loss weight (the gradient a loss top starts with);
+    ``stop``: variables whose gradient is zeroed (``gradient_scope.stop_at``);
+    ``retain_graph``: keep the record usable for another backward.  With ``clock``, each
+    layer's backward time is added to ``into``."""
     grads: dict[str, torch.Tensor] = {}
     for layer, bottoms, tops in reversed(record):
-        outs, seeds = [], []
-        for name, t in tops.items():
-            g = grads.pop(name, None)
-            if g is None and name in weights and is_float(t):
-                g = torch.full_like(t, weights[name])
+        outs, gs = [], []
+        for var, t in tops.items():
+            g = grads.pop(var, None)
+            if g is None and var in seeds and is_float(t):
+                g = torch.full_like(t, seeds[var])
+            if g is not None and var in stop:
+                g = torch.zeros_like(g)
             if g is not None and is_float(t) and t.requires_grad:
                 outs.append(t)
-                seeds.append(g)
+                gs.append(g)
         wrt = [(n, b) for n, b in bottoms.items() if is_float(b)]
         params = layer_params(compiled, layer)
         if not outs or not (wrt or params):
             continue
-        started = clock.start()
-        got = torch.autograd.grad(outs, [b for _, b in wrt] + params, seeds, allow_unused=True)
-        clock.stop(layer, started, bwd)
+        started = clock.start() if clock else None
+        got = torch.autograd.grad(outs, [b for _, b in wrt] + params, gs, allow_unused=True,
+                                  retain_graph=retain_graph)
+        if clock:
+            clock.stop(layer, started, into)
+        diffs = {}
         for (name, _), g in zip(wrt, got):
             if g is not None:
                 grads[name] = grads[name] + g if name in grads else g
+                diffs[name] = g
+        yield layer, diffs, params, list(got[len(wrt):])
+
+
+def layer_pass(compiled: Compiled, inputs: dict, clock: Clock, fwd: dict, bwd: dict,
+               param_grads: dict | None = None) -> None:
+    """One forward and one backward, layer by layer, adding each layer's time
+    (``param_grads``: also collect parameter -> gradient, to check the chain rule)."""
+    record = isolated_forward(compiled, inputs, clock, fwd)
+    for _, _, params, pgrads in isolated_backward(compiled, record, loss_weights(compiled),
+                                                  clock=clock, into=bwd):
         if param_grads is not None:
-            for p, g in zip(params, got[len(wrt):]):
+            for p, g in zip(params, pgrads):
                 if g is not None:
                     param_grads[p] = param_grads[p] + g if p in param_grads else g
 

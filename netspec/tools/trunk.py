@@ -81,10 +81,7 @@ def trunk_of(net: CheckedNet, primary: str = "") -> Trunk:
     head = g.producer[prediction]
     feeding = g.ancestors(head) | {head}
     order = [n for n in g.layers() if n.name in feeding]
-    depth: dict[str, int] = {}
-    for n in order:
-        preds = [depth[u] for u, _, _ in g.in_edges(n.name) if u in depth]
-        depth[n.name] = max(preds, default=0) + (1 if is_weight_layer(net, n.name) else 0)
+    depth = g.depth(lambda n: is_weight_layer(net, n.name), order)
     path = _longest_path(net, head, depth)
     classifier = next((n for n in reversed(path) if is_weight_layer(net, n)), head)
     weights = [n for n in path if is_weight_layer(net, n) and n != classifier]
