@@ -5,13 +5,14 @@
 Prints a table (median and spread over repeats) and, with --out, writes it as markdown.
 Target (issues 2 and 8): parse, check and compile of a 1,000-layer net under 1 s.
 
-    python benchmarks/bench_frontend.py --memory [--sizes 10000 40000]
+    python benchmarks/bench_frontend.py --memory [--sizes 10000 40000 200000]
 
-measures what ``netspec check`` spends in memory per layer instead (issue 15): each size
-runs in a fresh process that first imports everything (torch included), then parses and
-checks the file; its peak RSS (``ru_maxrss``) minus the RSS after the imports is the front
-end's own cost.  The slope between two sizes, times 200,000, estimates a 200k-layer file
-(target: under 1 GB); a size you can afford can be measured directly (--sizes 200000).
+measures the memory of ``netspec check FILE`` instead (issue 15): each size runs the real
+command (its table printed to /dev/null) in a fresh process.  "peak RSS" is that whole
+process's ``ru_maxrss``, what a user sees (target: a 200,000-layer file under 1 GB);
+peak minus the RSS after the command's imports is the front end's own cost, and the slope
+between the first and last size its cost per layer.  The last column says whether the
+process imported torch (checking needs none).
 ``total`` is parse + schema + check (+ compile when timed).
 """
 from __future__ import annotations
@@ -122,48 +123,53 @@ def markdown(res: dict) -> str:
 
 
 _MEMORY_CHILD = """
-import resource, sys
+import os, resource, sys
 sys.path.insert(0, sys.argv[2])
-from netspec.cli.check_cmd import run  # noqa: F401  (imports torch and every layer)
-from netspec.check import check_net, load
-from netspec.lower import NetState
+from netspec.cli.main import build_parser, parse_and_run
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()
+parser = build_parser(["check"])          # the imports `netspec check` makes
 base = rss()
-kind, src = load(sys.argv[1])
-net = check_net(src, NetState())
+sys.stdout = open(os.devnull, "w")        # the table is printed, as by the command, but not kept
+rc = parse_and_run(parser, ["check", sys.argv[1]])
+sys.stdout = sys.__stdout__
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(len(net.graph), base, peak)
+print(rc, base, peak, int("torch" in sys.modules))
 """
 
 
-def memory_of(n_layers: int) -> tuple[int, int, int]:
-    """(layers, RSS after imports, peak RSS) of parse + check of an n-layer file, in a fresh process."""
+def memory_of(n_layers: int) -> tuple[int, int, int, bool]:
+    """(layers, RSS after imports, peak RSS, torch imported) of `netspec check` on an
+    n-layer file, in a fresh process."""
     import subprocess
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"gen{n_layers}.prototxt"
-        path.write_text(resnet_text(n_layers))
-        out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(path),
-                              str(Path(__file__).resolve().parents[1])],
-                             capture_output=True, text=True, check=True).stdout.split()
-    return int(out[0]), int(out[1]), int(out[2])
+        text = resnet_text(n_layers)
+        path.write_text(text)
+        done = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(path),
+                               str(Path(__file__).resolve().parents[1])],
+                              capture_output=True, text=True, check=True)
+    rc, base, peak, torch = (int(x) for x in done.stdout.split())
+    if rc != 0:
+        raise RuntimeError(f"netspec check failed on {n_layers} layers:\n{done.stderr}")
+    return text.count("\nlayer {"), base, peak, bool(torch)
 
 
 def memory_table(sizes: list[int]) -> str:
     rows = [memory_of(n) for n in sizes]
-    lines = ["| layers | RSS after imports (MB) | peak RSS (MB) | front end (MB) | per layer (KB) |",
-             "|---|---|---|---|---|"]
-    for n, base, peak in rows:
+    lines = ["| layers | RSS after imports (MB) | peak RSS, whole process (MB) | front end (MB) | "
+             "per layer (KB) | torch imported |", "|---|---|---|---|---|---|"]
+    for n, base, peak, torch in rows:
         lines.append(f"| {n} | {base / 1e6:.0f} | {peak / 1e6:.0f} | {(peak - base) / 1e6:.0f} | "
-                     f"{(peak - base) / n / 1e3:.2f} |")
+                     f"{(peak - base) / n / 1e3:.2f} | {'yes' if torch else 'no'} |")
     if len(rows) >= 2:
-        (n0, b0, p0), (n1, b1, p1) = rows[0], rows[-1]
+        (n0, b0, p0, _), (n1, b1, p1, _) = rows[0], rows[-1]
         slope = ((p1 - b1) - (p0 - b0)) / max(1, n1 - n0)
-        lines.append(f"\nSlope {slope / 1e3:.2f} KB per layer; a 200,000-layer file: about "
-                     f"{(slope * 200_000 + (p0 - b0) - slope * n0) / 1e9:.2f} GB over the imports "
-                     "(extrapolated from the sizes above).")
+        lines.append(f"\nSlope {slope / 1e3:.2f} KB per layer between {n0} and {n1} layers; a "
+                     f"200,000-layer file: about {(p1 + slope * (200_000 - n1)) / 1e9:.2f} GB "
+                     "whole process (extrapolated from the last size).")
     return "\n".join(lines) + "\n"
 
 
@@ -173,8 +179,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--compile", action="store_true", help="also time compilation to a module")
     ap.add_argument("--out", type=Path, help="write the table as markdown here")
-    ap.add_argument("--memory", action="store_true", help="peak memory of parse + check per layer "
-                    "(fresh process per size) instead of times")
+    ap.add_argument("--memory", action="store_true", help="peak memory of `netspec check` "
+                    "(a fresh process per size) instead of times")
     args = ap.parse_args(argv)
     if args.memory:
         table = memory_table(args.sizes)

@@ -23,6 +23,19 @@ per rank).  Step times are medians over ``--iters`` iterations after 5 warm-up i
 fastest of ``--rounds`` repeats.  ``all-reduce alone`` times one iteration's gradient
 collectives (same bucket sizes, same two processes) without any compute, and the
 communication fraction divides it by the 2-process step time.
+
+Issue 14 (``--overlap``): for RELAY and MULTIWAY, each 2-rank gloo job alternates (ABBA,
+``--iters`` iterations each) between all-reduces launched from the gradient hooks during
+each restricted backward (``overlap``, the default) and after it (``after``,
+``NETSPEC_DIST_OVERLAP=0``), so both see the same processes, load and rank imbalance; at
+each ``--bucket-mb``, medians over every round's iterations: step time, time blocked in
+``GradReducer.wait`` per iteration; then buckets per iteration, of which launched before
+their backward's last gradient, and ``all-reduce alone``: those buckets all-reduced back to
+back with no compute (about what overlap could hide).  Then, under DDP (STANDARD, JOINT),
+the bucket all-reduces per iteration with ``iter_size`` 1 and 2 (counted by a comm hook, at
+the smallest ``--bucket-mb`` so that there are several buckets):
+
+    python benchmarks/bench_scaling.py --overlap [--bucket-mb 25 0.05] [--iters 30] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -48,19 +61,30 @@ def solver_path(mode: str) -> Path:
 
 
 # -- one process of a measurement -------------------------------------------------------
-def worker(kind: str, mode: str, iters: int, out: str) -> None:
-    """``kind``: "one" (whole batch), "dist" (a gloo rank), "alone" (a rank's slice, no comm)."""
+def worker(kind: str, mode: str, iters: int, out: str, opts: dict | None = None) -> None:
+    """``kind``: "one" (whole batch), "dist" (a gloo rank), "alone" (a rank's slice, no comm).
+    ``opts`` (dist, issue 14): ``bucket_mb``, ``iter_size``; ``alternate`` (overlap on/off in one
+    job, ``alternating``) or else DDP's all-reduce count (``ddp_count``)."""
     import torch
     from netspec.solve.solver import Solver
     torch.set_flush_denormal(True)                 # as `netspec train` does
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    opts = opts or {}
     if kind == "dist":
-        from netspec.solve.distributed import DistributedSolver, init_from_env
+        from netspec.solve.distributed import BUCKET_MB, DistributedSolver, init_from_env
         solver = DistributedSolver(init_from_env(str(solver_path(mode)), "cpu", 120.0),
-                                   solver_path(mode), log=lambda _: None)
+                                   solver_path(mode), log=lambda _: None,
+                                   bucket_mb=opts.get("bucket_mb", BUCKET_MB))
+        solver.param.iter_size = opts.get("iter_size", solver.param.iter_size)
     else:
         Alone = type("Alone", (Solver,), {"shard": (rank, world)})
         solver = Alone(solver_path(mode), log=lambda _: None)
+    if opts:
+        result = alternating(solver, iters) if opts.get("alternate") else ddp_count(solver, iters)
+        if rank == 0:
+            Path(out).write_text(json.dumps(result))
+        shutdown()
+        return
     solver.step(WARMUP)
     reducer = getattr(solver.executor, "reducer", None)
     if reducer is not None:
@@ -73,6 +97,66 @@ def worker(kind: str, mode: str, iters: int, out: str) -> None:
               "reduced": reduction_volume(solver) if kind == "dist" else None}
     if rank == 0:
         Path(out).write_text(json.dumps(result))
+    shutdown()
+
+
+def alternating(solver, iters: int) -> dict:
+    """Issue 14: ``2 * iters`` iterations of one job, all-reduces launched from the gradient
+    hooks (on) and after each backward (off) in ABBA order, so both see the same processes,
+    load and rank imbalance.  Per iteration: step time and time blocked in the reducer."""
+    ex, reducer = solver.executor, solver.executor.reducer
+    solver.step(WARMUP)                    # the first iteration learns the bucket plans
+    samples = {True: {"step": [], "wait": [], "buckets": 0, "early": 0},
+               False: {"step": [], "wait": [], "buckets": 0, "early": 0}}
+    for i in range(2 * iters):
+        ex.overlap = i % 4 in (0, 3)
+        got = samples[ex.overlap]
+        wait, launched, early = reducer.waited_s, reducer.launched, reducer.early
+        got["step"].append(solver.step(1)[-1]["seconds"])
+        got["wait"].append(reducer.waited_s - wait)
+        got["buckets"] += reducer.launched - launched
+        got["early"] += reducer.early - early
+    ex.overlap = True
+    return {"on" if on else "off": {**got, "buckets": got["buckets"] / iters, "early": got["early"] / iters}
+            for on, got in samples.items()} | {"comm_s": time_collectives(reducer_buckets(solver))}
+
+
+def ddp_count(solver, iters: int) -> dict:
+    """DDP's bucket all-reduces per iteration (and the median step time)."""
+    calls = count_ddp_all_reduces(solver)
+    solver.step(WARMUP)
+    calls.clear()
+    recs = solver.step(iters)
+    return {"ddp_calls": len(calls) / iters, "step_s": statistics.median(r["seconds"] for r in recs)}
+
+
+def shutdown() -> None:
+    """Leave the process group before exiting (gloo's threads can abort an exit that skips it)."""
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def count_ddp_all_reduces(solver) -> list:
+    """Record each bucket all-reduce DDP launches (a comm hook doing what DDP's default does)."""
+    import torch.distributed as dist
+    calls, world = [], dist.get_world_size()
+
+    def counting(state, bucket):
+        calls.append(bucket.index())
+        return dist.all_reduce(bucket.buffer().div_(world), async_op=True).get_future().then(
+            lambda f: f.value()[0])
+    solver.executor.ddp.register_comm_hook(None, counting)
+    return calls
+
+
+def reducer_buckets(solver) -> list[int]:
+    """Values per bucket all-reduce of one RELAY/MULTIWAY iteration (bucketed as the plan does)."""
+    from netspec.schedule import Backward
+    ex = solver.executor
+    return [sum(ex.params[k].numel() for k in keys) for s in ex.schedule.steps if isinstance(s, Backward)
+            for keys in ex.reducer.plan(list(s.params), {k: ex.params[k] for k in s.params})]
 
 
 def collective_sizes(solver) -> list[int]:
@@ -122,12 +206,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(kind: str, mode: str, procs: int, threads: int, iters: int) -> dict:
+def measure(kind: str, mode: str, procs: int, threads: int, iters: int, opts: dict | None = None) -> dict:
     out = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
     port, threads = free_port(), str(threads)
     env = lambda r: {**os.environ, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(procs),
                      "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": threads}
-    cmd = [sys.executable, __file__, "--worker", kind, mode, str(iters), out]
+    cmd = [sys.executable, __file__, "--worker", kind, mode, str(iters), out, json.dumps(opts or {})]
     running = [subprocess.Popen(cmd, env=env(r), cwd=ROOT) for r in range(procs)]
     if any(p.wait() for p in running):
         raise SystemExit(f"{kind} {mode} failed")
@@ -155,6 +239,36 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def overlap_tables(modes: list[str], buckets: list[float], threads: int, iters: int, rounds: int) -> str:
+    """Issue 14: overlapped vs after-the-backward all-reduces (alternating within each job;
+    medians over every round's iterations), and DDP's all-reduces per iteration with
+    iter_size 1 and 2."""
+    med = lambda runs, on, what: statistics.median(x for r in runs for x in r[on][what]) * 1e3
+    lines = ["| mode | bucket MB | step ms: overlap / after | blocked in wait ms/iter: overlap / after | "
+             "buckets/iter | launched before the last gradient | all-reduce alone (ms/iter) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for mode in [m for m in modes if m in ("RELAY", "MULTIWAY")]:
+        for mb in buckets:
+            runs = [measure("dist", mode, 2, threads, iters, {"alternate": True, "bucket_mb": mb})
+                    for _ in range(rounds)]
+            comm = statistics.median(r["comm_s"] for r in runs) * 1e3
+            lines.append(f"| {mode} | {mb:g} | "
+                         f"{med(runs, 'on', 'step'):.1f} / {med(runs, 'off', 'step'):.1f} | "
+                         f"{med(runs, 'on', 'wait'):.2f} / {med(runs, 'off', 'wait'):.2f} | "
+                         f"{runs[0]['on']['buckets']:.1f} | {runs[0]['on']['early']:.1f} | {comm:.2f} |")
+            print(lines[-1], flush=True)
+    lines += ["", "| mode | bucket MB | iter_size | DDP bucket all-reduces per iteration | step (ms) |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for mode in [m for m in modes if m in ("STANDARD", "JOINT")]:
+        for size in (1, 2):
+            r = measure("dist", mode, 2, threads, iters, {"iter_size": size, "count": True,
+                                                          "bucket_mb": min(buckets)})
+            lines.append(f"| {mode} | {min(buckets):g} | {size} | {r['ddp_calls']:g} | "
+                         f"{r['step_s'] * 1e3:.1f} |")
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modes", nargs="+", default=MODES)
@@ -162,7 +276,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
     ap.add_argument("--rounds", type=int, default=2, help="repeat each measurement; keep the fastest")
     ap.add_argument("--out", help="also write the table (markdown) here")
+    ap.add_argument("--overlap", action="store_true", help="issue 14: all-reduces overlapped with the "
+                    "backward vs after it (RELAY, MULTIWAY), and DDP all-reduces per iteration vs iter_size")
+    ap.add_argument("--bucket-mb", type=float, nargs="+", default=[25.0, 0.05],
+                    help="with --overlap: the bucket sizes to compare (default 25, DDP's, and 0.05)")
     args = ap.parse_args()
+    if args.overlap:
+        text = overlap_tables(args.modes, args.bucket_mb, args.threads, args.iters, args.rounds)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        return
     rows = []
     for mode in args.modes:
         one, dist, alone = (best([measure(kind, mode, procs, args.threads, args.iters)
@@ -179,6 +303,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5],
+               json.loads(sys.argv[6]) if len(sys.argv) > 6 else None)
     else:
         main()

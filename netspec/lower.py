@@ -9,6 +9,7 @@ graph checks report them.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from .dialects import fork_type_note
@@ -106,7 +107,6 @@ def _active(src: NetSource, lp, path, state: NetState, diags: Diagnostics) -> bo
 
 
 def _make_node(src: NetSource, lp, path, index, state, diags, key: str) -> LayerNode | None:
-    span = src.span(path)
     cls = REGISTRY.get(lp.type)
     if cls is None:
         diags.error("E0304", f"unknown layer type '{lp.type}'", src.span(path + ("type",)),
@@ -125,7 +125,7 @@ def _make_node(src: NetSource, lp, path, index, state, diags, key: str) -> Layer
                       help=w.help, notes=w.notes)
     if not _arity_ok(src, cls, lp, path, diags):
         return None
-    node = LayerNode(key, lp.type, index, lp, impl, span, path)
+    node = LayerNode(key, lp.type, index, lp, impl, src, path)
     node.loss_weights = _loss_weights(src, cls, lp, path, diags)
     node.propagate_down = _propagate_down(src, lp, path, diags)
     return node
@@ -143,26 +143,33 @@ def _arity_ok(src, cls, lp, path, diags) -> bool:
     return ok
 
 
-def _loss_weights(src, cls, lp, path, diags) -> list[float]:
+@functools.lru_cache(maxsize=None)
+def _shared(kind: str, values: tuple) -> tuple:
+    # most layers have the same defaults: one tuple for all of them, not a list per layer
+    # (``kind`` keeps (True,) and (1.0,), equal as keys, apart)
+    return values
+
+
+def _loss_weights(src, cls, lp, path, diags) -> tuple[float, ...]:
     n = len(lp.top)
     if lp.loss_weight:
         if len(lp.loss_weight) != n:
             diags.error("E0307", f"layer '{lp.name}' gives {len(lp.loss_weight)} loss_weight values "
                         f"for {n} tops", src.span(path + ("loss_weight", 0)),
                         help=["give loss_weight once per top, or not at all"])
-            return [0.0] * n
-        return list(lp.loss_weight)
-    return [1.0 if (cls.is_loss and i == 0) else 0.0 for i in range(n)]
+            return _shared("loss_weight", (0.0,) * n)
+        return tuple(lp.loss_weight)
+    return _shared("loss_weight", tuple(1.0 if (cls.is_loss and i == 0) else 0.0 for i in range(n)))
 
 
-def _propagate_down(src, lp, path, diags) -> list[bool]:
+def _propagate_down(src, lp, path, diags) -> tuple[bool, ...]:
     n = len(lp.bottom)
     if lp.propagate_down and len(lp.propagate_down) != n:
         diags.error("E0307", f"layer '{lp.name}' gives {len(lp.propagate_down)} propagate_down values "
                     f"for {n} bottoms", src.span(path + ("propagate_down", 0)),
                     help=["give propagate_down once per bottom, or not at all"])
-        return [True] * n
-    return list(lp.propagate_down) if lp.propagate_down else [True] * n
+        return _shared("propagate_down", (True,) * n)
+    return tuple(lp.propagate_down) if lp.propagate_down else _shared("propagate_down", (True,) * n)
 
 
 @dataclass

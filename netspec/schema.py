@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 from google.protobuf.descriptor import FieldDescriptor as FD
 
@@ -30,45 +31,130 @@ _TYPE_WORDS = {FD.TYPE_STRING: "a string", FD.TYPE_BYTES: "a string", FD.TYPE_BO
 _BOOLS = {"true": True, "false": False, "True": True, "False": False, "t": True, "f": False}
 
 
+_BITS = 32                           # per line or column number in a packed span
+_MASK = (1 << _BITS) - 1
+
+
+def _pack(span: Span) -> int:
+    return span.line | span.col << _BITS | span.end_line << 2 * _BITS | span.end_col << 3 * _BITS
+
+
+def _unpack(path: str, packed: int) -> Span:
+    return Span(path, packed & _MASK, packed >> _BITS & _MASK, packed >> 2 * _BITS & _MASK,
+                packed >> 3 * _BITS & _MASK)
+
+
 @dataclass
 class SourceMap:
-    """Where each field path came from in the text."""
+    """Where each field path came from in the text.
 
-    values: dict[Path, Span] = field(default_factory=dict)
-    names: dict[Path, Span] = field(default_factory=dict)
+    A 200,000-layer file has millions of field paths, so each path keeps one int that
+    packs its name's and its value's span (they are in ``root``'s file); a Span object is
+    made only when a diagnostic asks.  Spans from elsewhere are kept as they are."""
+
     root: Span | None = None
+    # path -> has_value | name span << 1 | value span << 129 (4 x 32 bits each)
+    _packed: dict[Path, int] = field(default_factory=dict)
+    _other: dict[Path, list] = field(default_factory=dict)     # [name span, value span]
+    # a lazy map starts empty and calls this before each lookup with the path asked for; it
+    # adds what that needs (a file that checks clean never asks, and its map would be a
+    # third of its front end's memory) and returns True once the map is complete
+    _lazy: Callable[["SourceMap", Path], bool] | None = None
+
+    def _ensure(self, path: Path) -> None:
+        if self._lazy is not None and self._lazy(self, path):
+            self._lazy = None
+
+    def merge(self, other: "SourceMap") -> None:
+        """Add ``other``'s spans (for paths this map does not have yet)."""
+        for key, packed in other._packed.items():
+            if not self.has_own(key):
+                self._packed[key] = packed
+        for key, entry in other._other.items():
+            if not self.has_own(key):
+                self._other[key] = entry
+
+    def has_own(self, path: Path) -> bool:
+        """Whether ``path`` is recorded now (a lazy map is not asked to add it)."""
+        return path in self._packed or path in self._other
+
+    def _packable(self, span: Span | None) -> bool:
+        return (span is not None and self.root is not None and span.path == self.root.path
+                and max(span.line, span.col, span.end_line, span.end_col) <= _MASK)
+
+    def add_name(self, path: Path, span: Span | None) -> None:
+        """Record the span of the field name at ``path`` (the first one given is kept)."""
+        if path in self._packed or path in self._other:
+            return
+        if self._packable(span):
+            self._packed[path] = _pack(span) << 1
+        else:
+            self._other[path] = [span, None]
+
+    def add_value(self, path: Path, span: Span | None) -> None:
+        """Record the span of ``path``'s value (after its name's, ``add_name``)."""
+        packed = self._packed.get(path)
+        if packed is not None and self._packable(span):
+            self._packed[path] = (packed & ((1 << 4 * _BITS + 1) - 1)) | 1 | _pack(span) << (4 * _BITS + 1)
+            return
+        entry = self._other.setdefault(path, [self._name(path), None])
+        if packed is not None:
+            del self._packed[path]
+        entry[1] = span
+
+    def _name(self, key: Path) -> Span | None:
+        packed = self._packed.get(key)
+        if packed is not None:
+            return _unpack(self.root.path, packed >> 1 & ((1 << 4 * _BITS) - 1))
+        other = self._other.get(key)
+        return other[0] if other else None
+
+    def _value(self, key: Path) -> Span | None:
+        packed = self._packed.get(key)
+        if packed is not None:
+            return _unpack(self.root.path, packed >> (4 * _BITS + 1)) if packed & 1 else None
+        other = self._other.get(key)
+        return other[1] if other else None
 
     def span(self, path: Path) -> Span | None:
         """The span of ``path``'s value, or of the nearest enclosing path that has one."""
+        self._ensure(path)
         for n in range(len(path), -1, -1):
-            s = self.values.get(path[:n])
+            s = self._value(path[:n])
             if s is not None:
                 return s
         return self.root
 
     def name_span(self, path: Path) -> Span | None:
         """The span of the field name at ``path`` (falls back to the value span)."""
+        self._ensure(path)
         for key in (path, path[:-1]):
-            if key in self.names:
-                return self.names[key]
+            if self.has_own(key):
+                return self._name(key)
         return self.span(path)
 
     def has(self, path: Path) -> bool:
-        return path in self.values or path in self.names
+        self._ensure(path)
+        return self.has_own(path)
 
 
-def to_message(node: Message, msg_class, diags: Diagnostics, path: Path = ()) -> tuple[object, SourceMap]:
-    """Check ``node`` against ``msg_class``'s descriptor; fill and return a message."""
-    smap = SourceMap(root=node.span)
+def to_message(node: Message, msg_class, diags: Diagnostics, path: Path = (),
+               lazy: Callable[[SourceMap, Path], bool] | None = None) -> tuple[object, SourceMap]:
+    """Check ``node`` against ``msg_class``'s descriptor; fill and return a message.
+
+    With ``lazy`` the map records nothing now: ``lazy(smap, path)`` adds spans when they
+    are first asked for (``netspec.check.spans`` parses the text again for them)."""
+    smap = SourceMap(root=node.span, _lazy=lazy)
     pb = msg_class()
-    _Filler(diags, smap).fill(pb, node, path)
+    _Filler(diags, smap, record=lazy is None).fill(pb, node, path)
     return pb, smap
 
 
 class _Filler:
-    def __init__(self, diags: Diagnostics, smap: SourceMap):
+    def __init__(self, diags: Diagnostics, smap: SourceMap, record: bool = True):
         self.diags = diags
         self.smap = smap
+        self.record = record
 
     def fill(self, pb, node: Message, path: Path) -> None:
         desc = pb.DESCRIPTOR
@@ -94,14 +180,16 @@ class _Filler:
 
     def _one(self, pb, fd, name, v, path, name_span, repeated) -> None:
         sub_path = path + (name, len(getattr(pb, name))) if repeated else path + (name,)
-        self.smap.names.setdefault(sub_path, name_span)
+        if self.record:
+            self.smap.add_name(sub_path, name_span)
         is_msg = fd.type in (FD.TYPE_MESSAGE, FD.TYPE_GROUP)
         if is_msg != isinstance(v, Message):
             want = f"a message `{name} {{ ... }}`" if is_msg else _want(fd)
             self.diags.error("E0205", f"'{name}' expects {want}", v.span,
                              help=[f"write `{name} {{ ... }}`" if is_msg else f"write `{name}: <value>`"])
             return
-        self.smap.values[sub_path] = v.span
+        if self.record:
+            self.smap.add_value(sub_path, v.span)
         if is_msg:
             target = getattr(pb, name).add() if repeated else getattr(pb, name)
             target.SetInParent()

@@ -2,10 +2,15 @@
 variables: ``dist_worker.py OUT ITERS SOLVER[@OPTION,...] ...`` trains each solver ITERS
 iterations, runs its first test net, and rank 0 saves the weights, logged losses and test
 outputs per solver to OUT.  Options: ``sync`` (SyncBN), ``bucket=MB`` (all-reduce bucket
-size), ``fails`` (the solver must be refused: its diagnostic is saved instead)."""
+size), ``nooverlap`` (RELAY/MULTIWAY reduce after each backward, not from gradient hooks),
+``float64`` (train in float64), ``count`` (count DDP's bucket all-reduces with a comm hook),
+``fails`` (the solver must be refused: its diagnostic is saved instead).  Besides the
+weights, each result holds the reducer's bucket counts (``launched``, ``early``: launched
+from a gradient hook while the backward ran)."""
 import sys
 
 import torch
+import torch.distributed as dist
 
 from netspec.diagnostics import NetspecError
 from netspec.solve.distributed import DistributedSolver, init_from_env, shutdown
@@ -15,15 +20,26 @@ def train(ctx, path: str, options: list[str], iters: int) -> dict:
     bucket = [float(o.split("=")[1]) for o in options if o.startswith("bucket=")]
     try:
         solver = DistributedSolver(ctx, path, sync_bn="sync" in options, log=lambda _: None,
+                                   overlap="nooverlap" not in options,
+                                   dtype=torch.float64 if "float64" in options else None,
                                    **({"bucket_mb": bucket[0]} if bucket else {}))
     except NetspecError as e:
         if "fails" not in options:
             raise
         return {"error": e.diagnostics[0].message}
+    calls = []
+    if "count" in options:
+        def counting(state, bucket):
+            calls.append(bucket.index())          # as DDP's default hook: average, not sum
+            work = dist.all_reduce(bucket.buffer().div_(ctx.world), async_op=True)
+            return work.get_future().then(lambda f: f.value()[0])
+        solver.executor.ddp.register_comm_hook(None, counting)
     solver.step(iters)
+    reducer = solver.executor.reducer
     return {"weights": {k: v.detach().clone() for k, v in solver.module.state_dict().items()},
             "losses": [r["losses"] for r in solver.history],
-            "test": solver.test(0)["outputs"] if solver.tests else {}}
+            "test": solver.test(0)["outputs"] if solver.tests else {},
+            "launched": reducer.launched, "early": reducer.early, "ddp_calls": calls}
 
 
 def main(out: str, iters: int, specs: list[str]) -> None:

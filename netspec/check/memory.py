@@ -14,6 +14,7 @@ from __future__ import annotations
 import linecache
 import os
 import re
+import sys
 from dataclasses import dataclass
 
 from ..diagnostics import Diagnostic, NetspecError
@@ -118,7 +119,13 @@ _OOM = ("can't allocate memory", "out of memory", "Cannot allocate memory")
 
 
 def is_oom(exc: BaseException) -> bool:
+    """An allocation failure: MemoryError, torch's OutOfMemoryError (CUDA and other devices,
+    whatever its message says) or a RuntimeError saying so (the CPU allocator)."""
     if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")       # not imported here: a torch error needs torch loaded
+    device_oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if device_oom is not None and isinstance(exc, device_oom):
         return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and any(s in text for s in _OOM)

@@ -76,7 +76,10 @@ def run(args) -> int:
     out = sys.stdout
     device = device_of(args.gpu)
     for label, net in checked:
-        print(format_net(net, label, schedules.get(label)) + _memory(net, label, device, diags), file=out)
+        # line by line: a 200,000-layer table is 400,000 lines, not worth holding at once
+        for line in format_lines(net, label, schedules.get(label)):
+            print(line, file=out)
+        print(_memory(net, label, device, diags), file=out)
     if diags.items:
         report(diags.items, getattr(args, "format", "text"))
     return 0
@@ -128,14 +131,19 @@ def format_net(net: CheckedNet, label: str = "net", schedule: Schedule | None = 
     With a ``schedule`` the grads column and the scopes follow its BP mode; without,
     they show each loss's gradient_scope as written.
     """
+    return "\n".join(format_lines(net, label, schedule)) + "\n"
+
+
+def format_lines(net: CheckedNet, label: str = "net", schedule: Schedule | None = None):
+    """:func:`format_net`'s lines, one at a time."""
     loss_ids = {l.layer: f"L{i + 1}" for i, l in enumerate(net.losses)}
     title = f"{label} '{net.name}' ({net.source.path}), phase {net.state.phase_name}"
     if net.state.stages:
         title += f", stages {', '.join(net.state.stages)}"
     sources = gradient_sources(net, schedule) if schedule is not None else None
-    lines = [_cut(title, WIDTH), "",
-             f"{'layer':<20} {'type':<14} {'top shape':<18} {'params':>9} {'MACs':>7}  grads",
-             "-" * WIDTH]
+    yield from [_cut(title, WIDTH), "",
+                f"{'layer':<20} {'type':<14} {'top shape':<18} {'params':>9} {'MACs':>7}  grads",
+                "-" * WIDTH]
     unknown = unknown_param_layers(net)
     macs = net_macs(net)
     for node in net.graph.layers():
@@ -144,15 +152,14 @@ def format_net(net: CheckedNet, label: str = "net", schedule: Schedule | None = 
         grads = " ".join(loss_ids[l] for l in reaching) or "-"
         params = net.params(node.name)
         params = "?" if node.name in unknown else params     # blobs whose shape needs an input's
-        lines.append(f"{_cut(node.name, 20):<20} {_cut(node.type, 14):<14} {_cut(tops or '-', 18):<18} "
-                     f"{params if params else '-':>9} {_macs_cell(macs[node.name]):>7}  {_cut(grads, 6)}")
+        yield (f"{_cut(node.name, 20):<20} {_cut(node.type, 14):<14} {_cut(tops or '-', 18):<18} "
+               f"{params if params else '-':>9} {_macs_cell(macs[node.name]):>7}  {_cut(grads, 6)}")
         flow = f"{', '.join(map(str, node.bottoms)) or '(input)'} -> {', '.join(map(str, node.tops)) or '-'}"
-        lines.append("    " + _cut(flow, WIDTH - 4))
-    lines.append("-" * WIDTH)
-    lines += _total_lines(net, unknown)
-    lines += exit_lines(net, macs)
-    lines += _loss_lines(net, loss_ids, schedule)
-    return "\n".join(lines) + "\n"
+        yield "    " + _cut(flow, WIDTH - 4)
+    yield "-" * WIDTH
+    yield from _total_lines(net, unknown)
+    yield from exit_lines(net, macs)
+    yield from _loss_lines(net, loss_ids, schedule)
 
 
 def _macs_cell(macs: int | None) -> str:

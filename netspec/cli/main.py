@@ -117,14 +117,20 @@ def _help_parts(doc: str | None) -> tuple[str, str | None]:
     return head.strip(), ("examples:\n" + tail.rstrip()) if sep else None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``argv``, only the command it names loads its module (the
+    others get their one-line help), so `netspec check` does not import torch for `train`."""
     import importlib
+    chosen = next((a for a in argv if a in COMMANDS), None) if argv is not None else None
     parser = _Parser(prog="netspec", description="Caffe-style declarative network compiler on PyTorch.")
     parser.add_argument("--format", choices=["text", "json"], default="text",
                         help="diagnostic format (json: a list of objects on stderr)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True                  # a bare `netspec` is a usage error like any other
     for name, (modname, help_) in COMMANDS.items():
+        if chosen is not None and name != chosen:
+            sub.add_parser(name, help=help_)
+            continue
         mod = importlib.import_module(modname)
         description, epilog = _help_parts(mod.__doc__)
         p = sub.add_parser(name, help=help_, description=description, epilog=epilog,
@@ -138,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI in-process; returns the exit code."""
-    return parse_and_run(build_parser(), argv)
+    return parse_and_run(build_parser(sys.argv[1:] if argv is None else argv), argv)
 
 
 def run_script(prog: str, doc: str | None, add_arguments: Callable, run: Callable,

@@ -11,6 +11,8 @@ netspec.Net.save) or a Caffe .caffemodel; layers it lacks keep their fillers
 examples:
   netspec test --model models/digits/deep_plain.prototxt --weights digits.netspec --iterations 3
   netspec test --model train_val.prototxt --weights bvlc_alexnet.caffemodel --gpu
+  netspec test --model models/digits/deep_plain.prototxt --weights digits.netspec --iterations 3 \
+      --early-exit 0.5,0.7,0.9,0.99,1.01 --plot anytime.svg
 """
 from __future__ import annotations
 
@@ -33,6 +35,9 @@ def add_arguments(p) -> None:
                    help="anytime prediction: a sample leaves at the first exit whose max softmax >= T; "
                         "prints accuracy, MACs, exit shares and speed-up per threshold")
     p.add_argument("--plot", metavar="OUT", help="with --early-exit: accuracy against MACs (.svg or .png)")
+    p.add_argument("--repeats", type=_repeats, default=15, metavar="N",
+                   help="with --early-exit: interleaved timing rounds against the deepest exit alone "
+                        "(default 15; 0: no timing)")
     add_gpu_option(p)
     add_state_options(p)
 
@@ -46,6 +51,13 @@ def _thresholds(text: str) -> list[float]:
     if not values:
         raise argparse.ArgumentTypeError(f"expected thresholds such as 0.9 or 0.5,0.9,0.99, got '{text}'")
     return values
+
+
+def _repeats(text: str) -> int:
+    import argparse
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a count such as 15 (0: no timing), got '{text}'")
+    return int(text)
 
 
 def run(args) -> int:
@@ -63,7 +75,7 @@ def run(args) -> int:
               file=sys.stderr)
     if args.early_exit:
         from ..tools.early_exit import format_sweep, plot, sweep
-        rows, singles = sweep(net, args.early_exit, args.iterations)
+        rows, singles = sweep(net, args.early_exit, args.iterations, repeats=args.repeats)
         print(format_sweep(rows, singles), end="")
         if args.plot:
             print(f"wrote {plot(rows, singles, args.plot)}")

@@ -6,10 +6,12 @@ initialisation; the distributions and fan computations are Caffe's.
 from __future__ import annotations
 
 import math
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..proto import caffe_pb2
+
+if TYPE_CHECKING:          # torch is imported where a filler runs: checking a net needs none
+    import torch
 
 FAN_IN = caffe_pb2.FillerParameter.FAN_IN
 FAN_OUT = caffe_pb2.FillerParameter.FAN_OUT
@@ -45,6 +47,7 @@ def _gaussian(t, p, g):
     if p.sparse >= 0:
         # Caffe keeps each weight with probability sparse / num_outputs (num_outputs = shape[0])
         keep = min(1.0, p.sparse / t.shape[0]) if t.dim() else 1.0
+        import torch            # in the functions: naming a filler (netspec check) needs no torch
         mask = torch.empty_like(t).bernoulli_(keep, generator=g)
         t.mul_(mask)
 
@@ -70,6 +73,7 @@ def _bilinear(t, p, g):
     k = t.shape[3]
     f = math.ceil(k / 2.0)
     c = (2 * f - 1 - f % 2) / (2.0 * f)
+    import torch
     x = torch.arange(k, dtype=torch.float64)
     w1 = 1 - (x / f - c).abs()
     kernel = (w1[:, None] * w1[None, :]).to(t.dtype)
@@ -86,5 +90,6 @@ def fill(t: torch.Tensor, p, generator: torch.Generator | None = None) -> None:
     fn = FILLERS.get(p.type)
     if fn is None:
         raise ValueError(f"unknown filler type '{p.type}'; known: {', '.join(sorted(FILLERS))}")
+    import torch
     with torch.no_grad():
         fn(t, p, generator)

@@ -1,10 +1,8 @@
 """Caffe's ``HDF5Output`` layer: writes its two bottoms to an HDF5 file, has no tops."""
 from __future__ import annotations
 
+import functools
 import io
-
-import torch
-import torch.nn as nn
 
 from .base import Layer, LayerError, ShapeError, fmt_shape, register
 
@@ -55,19 +53,35 @@ def _legacy(shape) -> tuple:
     return tuple(shape) + (1,) * (4 - len(shape))
 
 
-class CaffeHDF5Output(nn.Module):
-    """Writes ``data`` and ``label`` as Caffe's HDF5OutputLayer does (float32, 4 axes)."""
+def __getattr__(name: str):
+    # ``from netspec.layers.hdf5_output import CaffeHDF5Output`` (generated code) builds the
+    # torch module on first use, so that checking a net never imports torch
+    if name == "CaffeHDF5Output":
+        return _writer_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    def __init__(self, file_name: str):
-        super().__init__()
-        self.file_name = file_name
 
-    def forward(self, data: torch.Tensor, label: torch.Tensor) -> None:
-        import h5py
-        from ..fileio import write_atomic
-        buf = io.BytesIO()
-        with h5py.File(buf, "w") as f:
-            for name, t in (("data", data), ("label", label)):
-                arr = t.detach().to("cpu", torch.float32).numpy()
-                f.create_dataset(name, data=arr.reshape(_legacy(arr.shape)))
-        write_atomic(self.file_name, buf.getvalue())
+@functools.lru_cache(maxsize=1)
+def _writer_class():
+    import torch
+    import torch.nn as nn
+
+    class CaffeHDF5Output(nn.Module):
+        """Writes ``data`` and ``label`` as Caffe's HDF5OutputLayer does (float32, 4 axes)."""
+
+        def __init__(self, file_name: str):
+            super().__init__()
+            self.file_name = file_name
+
+        def forward(self, data: torch.Tensor, label: torch.Tensor) -> None:
+            import h5py
+            from ..fileio import write_atomic
+            buf = io.BytesIO()
+            with h5py.File(buf, "w") as f:
+                for name, t in (("data", data), ("label", label)):
+                    arr = t.detach().to("cpu", torch.float32).numpy()
+                    f.create_dataset(name, data=arr.reshape(_legacy(arr.shape)))
+            write_atomic(self.file_name, buf.getvalue())
+
+    CaffeHDF5Output.__qualname__ = "CaffeHDF5Output"     # picklable as a module attribute
+    return CaffeHDF5Output

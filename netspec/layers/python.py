@@ -13,8 +13,6 @@ known shapes at check time (Caffe's setup + reshape at Net construction).
 """
 from __future__ import annotations
 
-import torch.nn as nn
-
 from .base import Layer, LayerError, register
 
 
@@ -54,6 +52,7 @@ class Python(Layer):
 
     @property
     def torch_native(self) -> bool:
+        import torch.nn as nn       # here, not at the top: checking other nets needs no torch
         return issubclass(self._load().cls, nn.Module)
 
     def infer(self, shapes):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..proto import caffe_pb2
-from ..runtime.vision import caffe_pool_size, caffe_spp_level
+from .geometry import caffe_pool_size, caffe_spp_level
 from .base import TEST, Layer, LayerError, ShapeError, canonical_axis, fmt_shape, register
 from .neurons import lit
 

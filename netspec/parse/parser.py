@@ -59,15 +59,29 @@ def parse_text(text: str, path: str = "<string>") -> Message:
         raise
 
 
+def parse_fragment(text: str, path: str, line: int, col: int) -> Message:
+    """Parse ``text``, a piece of the file ``path`` that starts at ``line``:``col`` and parsed
+    before, with spans in the whole file's lines and columns (for ``netspec.check.spans``)."""
+    try:
+        with _LOCK:
+            _BUILDER.reset(path, text, line - 1, col - 1)
+            return _lark().parse(text)
+    except (UnexpectedInput, _ParseFailure, VisitError) as exc:
+        raise ValueError(f"{path}:{line}:{col} does not start a complete field") from exc
+
+
+def read_source(path: str | Path) -> str:
+    """A prototxt file's text; E0104 when it cannot be read as UTF-8."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NetspecError([Diagnostic("E0104", f"cannot read '{path}': {_reason(exc)}",
+                                       help=["check the path and that the file is UTF-8 text"])]) from None
+
+
 def parse_file(path: str | Path) -> Message:
     """Read and parse a prototxt file."""
-    p = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NetspecError([Diagnostic("E0104", f"cannot read '{p}': {_reason(exc)}",
-                                       help=["check the path and that the file is UTF-8 text"])]) from None
-    return parse_text(text, p)
+    return parse_text(read_source(path), str(path))
 
 
 def _reason(exc: Exception) -> str:
@@ -147,11 +161,18 @@ class _ToAst(Transformer):
     """Builds the syntax tree while the LALR parser runs (``keep_all_tokens`` gives the
     punctuation tokens that delimit each span)."""
 
-    def reset(self, path: str, text: str) -> None:
+    def reset(self, path: str, text: str, dline: int = 0, dcol: int = 0) -> None:
+        """Parse ``text`` of ``path`` next; a fragment starting at line 1 + ``dline``,
+        column 1 + ``dcol`` of the file gets its spans shifted there."""
         self.path = path
         self.text = text
+        self.dline, self.dcol = dline, dcol
 
     def _tspan(self, tok: Token) -> Span:
+        if self.dline or self.dcol:
+            dl, dc = self.dline, self.dcol
+            return Span(self.path, tok.line + dl, tok.column + (dc if tok.line == 1 else 0),
+                        tok.end_line + dl, tok.end_column + (dc if tok.end_line == 1 else 0))
         return Span(self.path, tok.line, tok.column, tok.end_line, tok.end_column)
 
     def _between(self, first, last) -> Span:

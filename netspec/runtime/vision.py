@@ -4,20 +4,14 @@ import torch  # noqa: F401
 import torch.nn as nn  # noqa: F401
 import torch.nn.functional as F  # noqa: F401
 
+# pure arithmetic, defined beside shape inference so that checking a net needs no torch
+from ..layers.geometry import caffe_pool_size, caffe_spp_level  # noqa: E402
+
 __all__ = ["caffe_pool_size", "caffe_torch_pool_size", "caffe_pool_padded", "caffe_window_sums",
            "caffe_ave_divisor", "caffe_max_pool", "caffe_pool2d", "caffe_spp_level", "caffe_spp",
            "caffe_mvn", "CaffeMVNFunction", "CaffeBatchNorm", "caffe_broadcast", "CaffeScale", "CaffeBias",
            "caffe_im2col"]
 __all__ += ["caffe_max_pool_fast", "caffe_affine", "caffe_bn_affine", "caffe_fold"]   # inference build
-
-
-def caffe_pool_size(size, k, s, p, ceil=True):
-    """Caffe's pooled size: ceil (or floor) rounding, then drop a last window starting in the padding."""
-    n = size + 2 * p - k
-    out = (-(-n // s) if ceil else n // s) + 1
-    if p > 0 and (out - 1) * s >= size + p:
-        out -= 1
-    return out
 
 
 def caffe_torch_pool_size(size, k, s, p, ceil):
@@ -93,13 +87,6 @@ def caffe_pool2d(x, method, kernel=None, stride=(1, 1), pad=(0, 0), ceil=True, m
     positive = total > 0
     weighted = caffe_window_sums(x * x, kernel, stride, pad, out) / torch.where(positive, total, 1.0)
     return torch.where(positive, weighted, 0.0)
-
-
-def caffe_spp_level(size, level):
-    """Caffe's SPP geometry for one pyramid level: (kernel = stride, pad) along one axis."""
-    bins = 2 ** level
-    k = -(-size // bins)
-    return k, (k * bins - size + 1) // 2
 
 
 def caffe_spp(x, height, method):

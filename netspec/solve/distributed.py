@@ -14,8 +14,12 @@ the same global batch would (see ``docs/distributed.md``).
   (``torch.autograd.grad``), and MULTIWAY an update between them, which DDP's
   one-backward-per-forward reducer cannot follow.  ``GradReducer`` averages each
   backward's gradients in flat buckets with asynchronous ``all_reduce`` and the
-  executor waits for them only before the update that consumes them: RELAY's
-  reductions overlap the following losses' backward passes.
+  executor waits for them only before the update that consumes them.  As in DDP,
+  each bucket is launched from the parameters' gradient hooks as soon as it is
+  full, while the rest of that backward still computes (``BucketFiller``); the
+  bucket layout follows the order gradients arrived in on rank 0 during the first
+  iteration.  ``overlap=False`` (or ``NETSPEC_DIST_OVERLAP=0``) reduces after each
+  backward instead; both give bit-identical averages.
 * ``--sync-bn`` makes Caffe BatchNorm layers use the global batch statistics.
 * Rank 0 logs and writes snapshots (atomically, then every rank passes a
   barrier); test phases and logged losses are averaged over all ranks.
@@ -46,6 +50,12 @@ from .solver import Solver, pick_device, read_solver
 DDP_MODES = ("STANDARD", "JOINT")        # one forward, one backward: DDP's own reducer fits
 DEFAULT_TIMEOUT_S = 300.0
 BUCKET_MB = 25.0                         # DDP's default bucket_cap_mb
+FIRST_BUCKET_MB = 1.0                    # DDP's first bucket: small, so it starts early
+
+
+def overlap_default() -> bool:
+    """$NETSPEC_DIST_OVERLAP (default on): launch all-reduces from gradient hooks."""
+    return os.environ.get("NETSPEC_DIST_OVERLAP", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,22 @@ class GradReducer:
     def __init__(self, world: int, bucket_mb: float = BUCKET_MB):
         self.world, self.bucket_bytes = world, int(bucket_mb * 2**20)
         self.waited_s = 0.0
+        self.launched = 0      # buckets all-reduced so far
+        self.early = 0         # ... of which from a gradient hook, before that backward's last gradient
+
+    def plan(self, order: list, like: dict) -> list[list]:
+        """Bucket ``order`` (keys, in the order gradients arrive) as DDP does: the first
+        bucket at most ``FIRST_BUCKET_MB``, the others ``bucket_mb``, one dtype each."""
+        cap = min(self.bucket_bytes, int(FIRST_BUCKET_MB * 2**20))
+        buckets, group, size = [], [], 0
+        for key in order:
+            t = like[key]
+            if group and (size + t.numel() * t.element_size() > cap or t.dtype != like[group[0]].dtype):
+                buckets.append(group)
+                group, size, cap = [], 0, self.bucket_bytes
+            group.append(key)
+            size += t.numel() * t.element_size()
+        return buckets + [group] if group else buckets
 
     def launch(self, grads: dict) -> list[_Bucket]:
         buckets, group, size = [], [], 0
@@ -160,8 +186,14 @@ class GradReducer:
         return buckets
 
     def _start(self, keys: list, grads: dict) -> _Bucket:
-        flat = torch.cat([grads[k].reshape(-1) for k in keys]).div_(self.world)
-        return _Bucket(keys, [grads[k].shape for k in keys], flat, dist.all_reduce(flat, async_op=True))
+        flat = torch.cat([grads[k].reshape(-1) for k in keys])
+        return self.start(keys, [grads[k].shape for k in keys], flat)
+
+    def start(self, keys: list, shapes: list, flat: torch.Tensor) -> _Bucket:
+        """All-reduce ``flat`` (the bucket's local gradient sums) / world, asynchronously."""
+        self.launched += 1
+        flat.div_(self.world)
+        return _Bucket(keys, shapes, flat, dist.all_reduce(flat, async_op=True))
 
     def wait(self, buckets: list[_Bucket]) -> dict:
         start = time.perf_counter()
@@ -172,6 +204,52 @@ class GradReducer:
                 out[key] = part.view(shape)
         self.waited_s += time.perf_counter() - start
         return out
+
+
+class BucketFiller:
+    """One restricted backward's buckets, each launched as soon as its last gradient
+    arrives (DDP's bucket-ready rule: buckets start in plan order, so every rank issues
+    the same collectives in the same order).
+
+    ``ready`` is called from the parameters' gradient hooks during the backward with the
+    gradient autograd hands back; head parameters are divided by gamma here exactly as
+    ``Executor._backward`` divides them, and a full bucket is concatenated and divided by
+    W as ``GradReducer.launch`` does, so it holds the very values the non-overlapped path
+    would send.  A hook only stores a reference: the copy is one ``cat`` per bucket.
+    """
+
+    def __init__(self, reducer: GradReducer, plan: list[list], head: set, gamma: float):
+        self.reducer, self.plan, self.head, self.gamma = reducer, plan, head, gamma
+        self.bucket_of = {k: b for b, keys in enumerate(plan) for k in keys}
+        self.left = [len(keys) for keys in plan]
+        self.got: dict = {}
+        self.buckets: list[_Bucket] = []
+
+    def ready(self, key, grad: torch.Tensor) -> None:
+        """``key``'s gradient, as autograd produced it (called from its tensor hook)."""
+        if key in self.bucket_of:
+            self._put(key, grad / self.gamma if key in self.head else grad, early=True)
+
+    def finish(self, local: dict) -> list[_Bucket]:
+        """After the backward: the gradients no hook delivered (parameters the loss does not
+        reach: zeros in ``local``, as ``Executor._backward`` made them) complete their
+        buckets, and every bucket not yet launched is."""
+        for keys in self.plan:
+            for key in keys:
+                if key not in self.got:
+                    self._put(key, local[key], early=False)
+        return self.buckets
+
+    def _put(self, key, g: torch.Tensor, early: bool) -> None:
+        if key in self.got:
+            raise RuntimeError(f"the gradient of {key} arrived twice in one backward")
+        self.got[key] = g
+        self.left[self.bucket_of[key]] -= 1
+        while len(self.buckets) < len(self.plan) and not self.left[len(self.buckets)]:
+            keys = self.plan[len(self.buckets)]
+            flat = torch.cat([self.got[k].reshape(-1) for k in keys])
+            self.buckets.append(self.reducer.start(keys, [self.got[k].shape for k in keys], flat))
+            self.reducer.early += early and any(self.left[len(self.buckets):])   # more to come
 
 
 # -- SyncBatchNorm for Caffe's BatchNorm ---------------------------------------------
@@ -213,10 +291,14 @@ def convert_sync_batchnorm(module: torch.nn.Module) -> int:
 
 # -- the executor ------------------------------------------------------------------------
 class DistributedExecutor(Executor):
-    """The schedule executor with gradients averaged over the ranks before every update."""
+    """The schedule executor with gradients averaged over the ranks before every update.
+
+    ``overlap`` (default ``$NETSPEC_DIST_OVERLAP``, on): RELAY/MULTIWAY launch each bucket's
+    all-reduce from the gradient hooks while the restricted backward runs; off, after it.
+    """
 
     def __init__(self, ctx: DistContext, *args, sync_bn: bool = False, bucket_mb: float = BUCKET_MB,
-                 **kwargs):
+                 overlap: bool | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.ctx, self.sync_bn, self.bucket_mb = ctx, sync_bn, bucket_mb
         if sync_bn:
@@ -227,6 +309,22 @@ class DistributedExecutor(Executor):
             self._broadcast_state(self.main.module, parameters=True)
         self.reducer = GradReducer(ctx.world, bucket_mb)
         self.pending: list = []
+        self.overlap = (overlap_default() if overlap is None else overlap) and self.ddp is None
+        self.plans: dict = {}                 # backward step -> its bucket plan (keys per bucket)
+        self._filling: BucketFiller | None = None
+        self._arrivals: list | None = None
+        if self.overlap:
+            for key, p in self.params.items():
+                if p.requires_grad:
+                    p.register_hook(partial(self._grad_ready, key))
+
+    def _grad_ready(self, key, grad) -> None:
+        """Tensor hook: fires for each parameter as autograd produces its gradient, under
+        ``torch.autograd.grad`` too (the hook runs before the gradient is captured)."""
+        if self._filling is not None:
+            self._filling.ready(key, grad)
+        elif self._arrivals is not None:
+            self._arrivals.append(key)
 
     def _wrap_ddp(self) -> DistributedDataParallel:
         module = self.main.module
@@ -285,8 +383,34 @@ class DistributedExecutor(Executor):
         if self.ddp is not None:
             return super()._backward(step, out, grads, weights, retain)
         local: dict = {}
-        super()._backward(step, out, local, weights, retain)
-        self.pending.append(self.reducer.launch(local))   # in flight during the next backward
+        plan = self.plans.get((step.losses, step.params)) if self.overlap else None
+        if plan is None:          # reduce after the backward (and, overlapping, learn the order)
+            self._arrivals = [] if self.overlap else None
+            try:
+                super()._backward(step, out, local, weights, retain)
+            finally:
+                arrived, self._arrivals = self._arrivals, None
+            if self.overlap:
+                self.plans[(step.losses, step.params)] = self._agree_plan(step, arrived)
+            self.pending.append(self.reducer.launch(local))    # in flight during the next backward
+            return
+        head, gamma = self._head_scaling(step, weights)
+        self._filling = BucketFiller(self.reducer, plan, head, gamma)
+        try:
+            super()._backward(step, out, local, weights, retain)
+        finally:
+            filling, self._filling = self._filling, None
+        self.pending.append(filling.finish(local))
+
+    def _agree_plan(self, step, arrived: list) -> list[list]:
+        """Buckets in rank 0's arrival order (DDP rebuilds its buckets the same way after the
+        first iteration), so every rank launches the same collectives in the same order;
+        parameters no gradient reached go last."""
+        order = list(dict.fromkeys(k for k in arrived if k in step.params))
+        order += [k for k in step.params if k not in order]
+        box = [order]
+        dist.broadcast_object_list(box, 0)
+        return self.reducer.plan(box[0], {k: self.params[k] for k in step.params})
 
     def _update(self, step, grads, it: int, repeat: int) -> None:
         for buckets in self.pending:
@@ -312,10 +436,12 @@ class DistributedSolver(Solver):
     """``Solver`` on one rank of a data-parallel job (``ctx`` from ``init_from_env``)."""
 
     def __init__(self, ctx: DistContext, path, *, sync_bn: bool = False, bucket_mb: float = BUCKET_MB,
-                 log=None, jsonl=None, **kwargs):
+                 overlap: bool | None = None, log=None, jsonl=None, **kwargs):
+        """``overlap``: see ``DistributedExecutor``; ``kwargs`` are ``Solver``'s (``dtype`` ...)."""
         self.ctx = ctx
         self.shard = ctx.shard
-        self.executor_class = partial(DistributedExecutor, ctx, sync_bn=sync_bn, bucket_mb=bucket_mb)
+        self.executor_class = partial(DistributedExecutor, ctx, sync_bn=sync_bn, bucket_mb=bucket_mb,
+                                      overlap=overlap)
         quiet = ctx.rank != 0
         device = str(ctx.device.index) if ctx.device.type == "cuda" else "cpu"
         super().__init__(path, device=device, log=(lambda _: None) if quiet else log,
@@ -375,9 +501,10 @@ def run_rank(args, train) -> int:
     solver)``; a failed collective ends this rank with E0900 instead of hanging."""
     timeout = timeout_seconds(args.dist_timeout)
     ctx = init_from_env(args.solver, args.gpu, timeout)
+    dtype = getattr(torch, args.dtype) if getattr(args, "dtype", None) else None   # --dtype float64
     with failures_as_diagnostics(ctx.rank, timeout):
         solver = DistributedSolver(ctx, args.solver, sync_bn=args.sync_bn, bucket_mb=args.bucket_mb,
-                                   jsonl=args.log, input_shapes=dict(args.input_shape),
+                                   jsonl=args.log, input_shapes=dict(args.input_shape), dtype=dtype,
                                    flush_denormal=True, compile=getattr(args, "compile", None))
         code = train(args, solver)
     shutdown()        # only after success: a broken group may not tear down cleanly

@@ -188,14 +188,19 @@ class Executor:
             got = self._gradients(objective, params, retain)
         finally:
             self._active_stop = set()
-        gamma = sum(weights.get(name, 1.0) * w for name in step.losses for _, w in by[name].tops)
-        head = set(step.head) if not self.scale_head and gamma != 0 else set()
+        head, gamma = self._head_scaling(step, weights)
         for key, g in zip(step.params, got):
             if g is None:
                 g = torch.zeros_like(self.params[key])
             if key in head:
                 g = g / gamma             # MW-BP: gamma scales segment gradients, not the head's
             grads[key] = grads[key] + g if key in grads else g
+
+    def _head_scaling(self, step: Backward, weights) -> tuple[set, float]:
+        """(the keys whose gradient ``_backward`` divides by gamma, gamma) for ``step``."""
+        by = {l.layer: l for l in self.net.losses}
+        gamma = sum(weights.get(name, 1.0) * w for name in step.losses for _, w in by[name].tops)
+        return (set(step.head) if not self.scale_head and gamma != 0 else set()), gamma
 
     def _gradients(self, objective, params, retain: bool) -> tuple:
         """d(objective)/d(params), None where unused (the distributed executor overrides this)."""

@@ -1,0 +1,230 @@
+"""Cross-check netspec against real BVLC Caffe: exported models and TEST-phase forwards.
+
+    python benchmarks/caffe_crosscheck.py [--caffe-root /tmp/caffe-focal] [--repeats 7]
+                                          [--cases digits googlenet caffenet alexnet resnet50]
+                                          [--digits-weights digits_multiway_iter_400.netspec]
+
+Real Caffe runs in its own root file system (``tools/setup_caffe_root.sh`` builds one:
+Ubuntu 20.04's ``caffe-cpu`` package, BVLC Caffe 1.0 at commit 99bd997, with pycaffe), the
+netspec side here.  The two exchange files under ``ROOT/tmp/netspec-xc``; Caffe's half is
+``benchmarks/caffe_side.py``, run as ``chroot ROOT python3 ...`` (not part of CI: CI has no
+Caffe).  Cases:
+
+* ``digits``: every exit of the digits net (``netspec export --exit``) and the whole net,
+  on 64 test digits, with seeded weights or a trained snapshot (``--digits-weights``);
+* ``googlenet``: BVLC GoogLeNet's two auxiliary heads and its main exit, exported from
+  ``train_val.prototxt``, batch 1;
+* ``caffenet``, ``alexnet``, ``googlenet-deploy``, ``resnet50``: the deploy files with random
+  weights (trained-looking BatchNorm statistics) written by netspec as a ``.caffemodel``.
+
+For each case Caffe must accept the prototxt and the ``.caffemodel`` as written, and every
+blob both sides hold is compared (largest absolute difference, relative to the blob's
+largest magnitude), ``prob`` first.  With ``--repeats`` > 1 the forward is also timed on
+both sides (1 thread each, batch as above, median), as the table of issue 12 did.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import netspec  # noqa: E402
+from netspec.cli.main import main as netspec_main  # noqa: E402
+
+ZOO = Path(os.environ.get("NETSPEC_SHARED", ROOT.parent / "shared")) / "caffe-zoo" / "models"
+DIGITS = ROOT / "models" / "digits" / "deep_plain.prototxt"
+DIGITS_EXITS = ("exit1_loss", "exit2_loss", "exit3_loss", "main_loss")
+GOOGLENET_EXITS = ("loss1/loss", "loss2/loss", "loss3/loss3")
+DEPLOY = {"caffenet": (ZOO / "bvlc_reference_caffenet" / "deploy.prototxt", 227),
+          "alexnet": (ZOO / "bvlc_alexnet" / "deploy.prototxt", 227),
+          "googlenet-deploy": (ZOO / "bvlc_googlenet" / "deploy.prototxt", 224),
+          "resnet50": (None, 224)}
+
+
+def _export(net: Path, weights: Path, out: Path, exit: str | None, extra=()) -> Path:
+    args = ["export", str(net), "--weights", str(weights), "--to", "prototxt", "-o", str(out)]
+    args += (["--exit", exit] if exit else []) + list(extra)
+    if netspec_main(args) != 0:
+        raise SystemExit(f"netspec export failed: {' '.join(args)}")
+    return out
+
+
+def _case(xc: Path, name: str, proto: Path, inputs: dict, repeats: int) -> dict:
+    for blob, x in inputs.items():
+        np.save(xc / f"{name}.{blob}.npy", x.numpy())
+    return {"name": name, "prototxt": proto.name, "caffemodel": proto.with_suffix(".caffemodel").name,
+            "inputs": {blob: f"{name}.{blob}.npy" for blob in inputs}, "repeats": repeats}
+
+
+def digits_cases(xc: Path, weights: Path | None, repeats: int) -> list[tuple[dict, dict]]:
+    import h5py
+    if weights is None:
+        weights = netspec.Net(DIGITS, phase="TEST", seed=5).save(xc / "digits_seeded.netspec")
+    with h5py.File(ROOT / "models" / "digits" / "digits_test.h5") as f:
+        x = torch.from_numpy(f["data"][:64])
+    full = netspec.Net(DIGITS, phase="TEST", weights=weights)
+    with torch.no_grad():
+        full.forward(data=x, label=torch.zeros(len(x)))
+    cases = []
+    for loss in DIGITS_EXITS + (None,):
+        stem = f"digits_{loss or 'all'}"
+        proto = _export(DIGITS, weights, xc / f"{stem}.prototxt", loss, ["--batch", str(len(x))])
+        if loss:
+            want = {"prob": F.softmax(full.blobs[loss.replace("_loss", "_fc")], 1)}
+        else:
+            want = {f"{e.replace('_loss', '_fc')}_prob": F.softmax(full.blobs[e.replace("_loss", "_fc")], 1)
+                    for e in DIGITS_EXITS}
+        cases.append((_case(xc, stem, proto, {"data": x}, repeats), want))
+    return cases
+
+
+def googlenet_cases(xc: Path, repeats: int) -> list[tuple[dict, dict]]:
+    path = ZOO / "bvlc_googlenet" / "train_val.prototxt"
+    shapes = ["--input-shape", "data=1,3,224,224", "--input-shape", "label=1"]
+    full = netspec.Net(path, phase="TEST", input_shapes={"data": (1, 3, 224, 224), "label": (1,)}, seed=2)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():                     # the fillers leave biases at 0.2/0: make them vary
+        for blobs in full.params.values():
+            for b in blobs:
+                if b.dim() == 1:
+                    b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+    weights = full.save(xc / "googlenet.netspec")
+    x = torch.randn(1, 3, 224, 224, generator=g)
+    with torch.no_grad():
+        full.forward(data=x, label=torch.zeros(1))
+    cases = []
+    for loss, top in zip(GOOGLENET_EXITS, ("loss1/classifier", "loss2/classifier", "loss3/classifier")):
+        stem = "googlenet_" + loss.split("/")[0]
+        proto = _export(path, weights, xc / f"{stem}.prototxt", loss, shapes)
+        cases.append((_case(xc, stem, proto, {"data": x}, repeats), {"prob": F.softmax(full.blobs[top], 1)}))
+    return cases
+
+
+def deploy_case(xc: Path, name: str, repeats: int, batch: int = 1) -> tuple[dict, dict]:
+    """A zoo deploy file (or the generated ResNet-50) with random weights netspec writes."""
+    from benchmarks.bench_inference import _gen, _randomize
+    from netspec.check import check_net, load
+    from netspec.compile.module import compile_net, refold
+    from netspec.interop.export import write_caffemodel
+    from netspec.lower import NetState
+    path, size = DEPLOY[name]
+    proto = xc / f"{name}.prototxt"
+    if path is None:
+        proto.write_text(_gen().resnet50_deploy(batch))
+    else:
+        shutil.copy(path, proto)
+    _, src = load(proto)
+    compiled = compile_net(check_net(src, NetState.of("TEST"), {"data": (batch, 3, size, size)}), seed=0)
+    _randomize(compiled)
+    refold(compiled.module)
+    write_caffemodel(compiled, proto.with_suffix(".caffemodel"))
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+    return _case(xc, name, proto, {"data": x}, repeats), {}
+
+
+def netspec_forward(xc: Path, case: dict, repeats: int) -> tuple[dict, float]:
+    """Re-import the files Caffe reads, run them in netspec; (blobs, median forward seconds)."""
+    net = netspec.Net(xc / case["prototxt"], phase="TEST", weights=xc / case["caffemodel"])
+    if net.missing:
+        raise SystemExit(f"{case['name']}: netspec left blobs unfilled: {net.missing[:5]}")
+    inputs = {b: torch.from_numpy(np.load(xc / f)) for b, f in case["inputs"].items()}
+    times = []
+    with torch.no_grad():
+        for _ in range(max(1, repeats)):
+            start = time.perf_counter()
+            net.forward(**inputs)
+            times.append(time.perf_counter() - start)
+    return {k: v.detach().clone() for k, v in net.blobs.items()}, sorted(times)[len(times) // 2]
+
+
+def compare(mine: dict, caffe: dict) -> tuple[float, str, float]:
+    """(prob's relative difference, worst blob, its relative difference) over shared blob names."""
+    diffs = {}
+    for name, ref in caffe.items():
+        if name in mine and tuple(mine[name].shape) == ref.shape:
+            ref_t = torch.from_numpy(ref).double()
+            scale = max(float(ref_t.abs().max()), 1e-30)
+            diffs[name] = float((mine[name].double() - ref_t).abs().max()) / scale
+    prob = max((v for k, v in diffs.items() if k.endswith("prob")), default=float("nan"))
+    worst = max(diffs, key=diffs.get)
+    return prob, worst, diffs[worst]
+
+
+def run_caffe(root: Path, xc: Path, name: str) -> None:
+    inside = "/" + str(xc.relative_to(root))
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", GLOG_minloglevel="2")
+    done = subprocess.run(["chroot", str(root), "python3", f"{inside}/caffe_side.py", inside, name],
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"Caffe refused {name}:\n{done.stderr[-3000:]}")
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--caffe-root", type=Path, default=Path(os.environ.get("NETSPEC_CAFFE_ROOT", "/tmp/caffe-focal")))
+    ap.add_argument("--cases", nargs="+", default=["digits", "googlenet", *DEPLOY])
+    ap.add_argument("--digits-weights", type=Path)
+    ap.add_argument("--repeats", type=int, default=1, help="forward timings per side (median)")
+    ap.add_argument("--out", type=Path, help="also write the table as markdown")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    xc = args.caffe_root / "tmp" / "netspec-xc"
+    shutil.rmtree(xc, ignore_errors=True)
+    xc.mkdir(parents=True)
+    shutil.copy(Path(__file__).with_name("caffe_side.py"), xc)
+    cases = []
+    if "digits" in args.cases:
+        cases += digits_cases(xc, args.digits_weights, args.repeats)
+    if "googlenet" in args.cases:
+        cases += googlenet_cases(xc, args.repeats)
+    cases += [deploy_case(xc, n, args.repeats) for n in args.cases if n in DEPLOY]
+    (xc / "cases.json").write_text(json.dumps([c for c, _ in cases]))
+    rows = []
+    for case, want in cases:
+        run_caffe(args.caffe_root, xc, case["name"])
+        caffe = dict(np.load(xc / f"{case['name']}.caffe.npz"))
+        timing = json.loads((xc / f"{case['name']}.caffe.json").read_text())
+        mine, mine_s = netspec_forward(xc, case, args.repeats)
+        mine.update(want)               # the full trained net's softmax of that exit, where known
+        prob, worst, worst_d = compare(mine, caffe)
+        rows.append({"case": case["name"], "blobs": len(caffe), "params": timing["params"], "prob": prob,
+                     "worst": worst, "worst_rel": worst_d, "caffe_ms": timing["forward_s"] * 1e3,
+                     "netspec_ms": mine_s * 1e3})
+        print(f"{case['name']:>22}: Caffe read it; prob rel diff {prob:.1e}; worst blob {worst} {worst_d:.1e}"
+              + (f"; forward netspec {mine_s * 1e3:.1f} ms / Caffe {timing['forward_s'] * 1e3:.1f} ms"
+                 if args.repeats > 1 else ""), flush=True)
+    if args.out:
+        args.out.write_text(markdown(rows, args.repeats > 1))
+    return rows
+
+
+def markdown(rows: list[dict], timed: bool) -> str:
+    head = "| case | Caffe blobs | parameters | prob rel. diff | worst blob (rel. diff) |"
+    sep = "|---|---|---|---|---|"
+    if timed:
+        head += " netspec ms | Caffe ms | netspec / Caffe |"
+        sep += "---|---|---|"
+    lines = [head, sep]
+    for r in rows:
+        line = (f"| {r['case']} | {r['blobs']} | {r['params']:,} | {r['prob']:.1e} | "
+                f"{r['worst']} ({r['worst_rel']:.1e}) |")
+        if timed:
+            line += f" {r['netspec_ms']:.1f} | {r['caffe_ms']:.1f} | {r['netspec_ms'] / r['caffe_ms']:.2f} |"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
