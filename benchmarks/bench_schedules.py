@@ -108,6 +108,41 @@ def schedule_madds(solver: Solver) -> float:
     return total
 
 
+def layer_times(solver: Solver, repeats: int = 3) -> tuple[dict, dict]:
+    """(forward ms, backward ms) of every layer of the solver's training module, timed one
+    layer at a time (``netspec time``'s isolated passes, in the solver's memory format)."""
+    from netspec.tools.timing import Clock, layer_pass, synthetic_inputs
+    compiled, device = solver.executor.main, solver.executor.device
+    inputs = synthetic_inputs(compiled, device)
+    if solver.executor.channels_last:
+        inputs = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                  for k, v in inputs.items()}
+    clock, fwd, bwd = Clock(device), {}, {}
+    layer_pass(compiled, inputs, clock, {}, {})                 # warm-up
+    for _ in range(repeats):
+        layer_pass(compiled, inputs, clock, fwd, bwd)
+    clock.flush()
+    return {k: v / repeats for k, v in fwd.items()}, {k: v / repeats for k, v in bwd.items()}
+
+
+def schedule_time_model(solver: Solver, times: tuple[dict, dict]) -> float:
+    """Milliseconds of one iteration priced from per-layer times: a Forward step pays each
+    layer it runs once, a Backward step each layer between its losses and its parameters
+    (the losses' ancestors that descend from a parameter owner).  Unlike the MAdds model it
+    sees that layers of equal MAdds do not cost the same (early, wide-resolution stages)."""
+    fwd, bwd = times
+    net, graph, total = solver.net, solver.net.graph, 0.0
+    for step in solver.schedule.steps:
+        if isinstance(step, Forward):
+            total += sum(fwd.get(n.name, 0.0) for n in required_layers(net, loss_tops(net, step.losses)))
+        elif isinstance(step, Backward):
+            owners = {key.split("/")[0] for key in step.params}
+            path = set(step.losses).union(*(graph.ancestors(l) for l in step.losses))
+            reached = owners.union(*(graph.descendants(o) for o in owners))
+            total += sum(bwd.get(name, 0.0) for name in path & reached)
+    return total
+
+
 # -- where the time goes ---------------------------------------------------------------------
 @contextmanager
 def step_clock(executor):
@@ -147,12 +182,15 @@ def measure(batch: int, repeats: int, iterations: int, profile: bool = False, n:
     runs = {name: (lambda s=s: s.step(1, batches=[x])) for name, s in solvers.items()}
     times = interleaved(runs, repeats, iterations, device=device)
     model = {name: schedule_madds(s) for name, s in solvers.items()}
+    per_layer = layer_times(solvers["MULTIWAY"]) if device.type == "cpu" else None    # has every layer
+    timed = {name: schedule_time_model(s, per_layer) for name, s in solvers.items()} if per_layer else {}
     rows = []
     for name, s in solvers.items():
         med, lo, hi = ratio_stats(times[name], times["STANDARD"])
         rows.append({"mode": name, "ms": 1e3 * statistics.median(times[name]), "ratio": med,
                      "ratio_min": lo, "ratio_max": hi, "model": model[name] / model["STANDARD"],
-                     "madds_g": model[name] / 1e9, "steps": len(s.schedule.steps)})
+                     "madds_g": model[name] / 1e9, "steps": len(s.schedule.steps),
+                     "time_model": timed[name] / timed["STANDARD"] if timed else float("nan")})
     result = {"rows": rows, "batch": batch, "repeats": repeats, "iterations": iterations,
               "k": len(solvers["STANDARD"].net.losses) - 1, "times": times}
     if profile and device.type == "cpu":        # wall-clock step split: CPU only
@@ -164,10 +202,10 @@ def measure(batch: int, repeats: int, iterations: int, profile: bool = False, n:
 def markdown(result: dict) -> str:
     k = result["k"]
     lines = [f"| mode | ms/iter | ratio to STANDARD (median) | range | cost model (MAdds ratio) | "
-             f"GMAdds/iter |", "|---|---|---|---|---|---|"]
+             f"GMAdds/iter | time model (per-layer ms ratio) |", "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['mode']} | {r['ms']:.0f} | {r['ratio']:.2f} | {r['ratio_min']:.2f}-"
-                     f"{r['ratio_max']:.2f} | {r['model']:.2f} | {r['madds_g']:.2f} |")
+                     f"{r['ratio_max']:.2f} | {r['model']:.2f} | {r['madds_g']:.2f} | {r['time_model']:.2f} |")
     lines.append(f"\nK = {k} auxiliary losses: the MW-BP paper's estimate K/2+1 = {k / 2 + 1:.1f}.")
     if "breakdown" in result:
         lines += ["", "| mode | forward ms | backward ms | update ms |", "|---|---|---|---|"]

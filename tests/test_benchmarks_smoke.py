@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_memory, bench_overhead, run  # noqa: E402
-from benchmarks.bench_schedules import MODES, build_solvers, schedule_madds  # noqa: E402
+from benchmarks.bench_schedules import MODES, build_solvers, schedule_madds, schedule_time_model  # noqa: E402
+from netspec.solve.solver import Solver  # noqa: E402
 
 GOOGLENET = bench_overhead.googlenet_path()
 
@@ -49,6 +50,25 @@ def test_cost_model_orders_the_modes_as_the_paper():
     assert set(cost) == set(MODES)
     assert cost["JOINT"] == pytest.approx(cost["STANDARD"], rel=0.01)       # heads are tiny
     assert cost["STANDARD"] < cost["RELAY"] < cost["MULTIWAY"] < cost["MULTIWAY naive"]
+
+
+def test_time_model_prices_each_backward_over_its_own_layers():
+    """With every layer at 1 ms each way, the model counts layers; on the digits net by hand:
+    exit k's backward runs conv1 up to its loss (not the data layer), the forward every layer
+    (STANDARD: with the exit heads pruned)."""
+    digits = ROOT / "models" / "digits"
+    costs = {}
+    for mode in ("standard", "multiway", "multiway_naive"):
+        solver = Solver(digits / f"solver_{mode}.prototxt", log=lambda line: None)
+        unit = {n.name: 1.0 for n in solver.net.graph.layers()}
+        costs[mode] = schedule_time_model(solver, (unit, unit))
+    heads = 3                                # pool, fc, loss
+    scopes = [6 + heads, 12 + heads, 12 + 1 + 6 + heads, 12 + 1 + 12 + heads]   # exit1-3, main
+    every_layer = 1 + 24 + 1 + 4 * heads     # data, conv+relu x 12, pool1, four heads
+    assert costs["standard"] == (1 + 24 + 1 + heads) + scopes[-1]
+    assert costs["multiway"] == every_layer + sum(scopes)
+    # Naive MW-BP: one forward per loss, each over the data layer and that loss's scope
+    assert costs["multiway_naive"] == sum(1 + s for s in scopes) + sum(scopes)
 
 
 def test_live_storage_sees_torch_allocations_and_their_release():
