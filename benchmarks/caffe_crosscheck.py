@@ -11,7 +11,7 @@ netspec side here.  The two exchange files under ``ROOT/tmp/netspec-xc``; Caffe'
 Caffe).  Cases:
 
 * ``digits``: every exit of the digits net (``netspec export --exit``) and the whole net,
-  on 64 test digits, with seeded weights or a trained snapshot (``--digits-weights``);
+  on the 297 test digits, with seeded weights or a trained snapshot (``--digits-weights``);
 * ``googlenet``: BVLC GoogLeNet's two auxiliary heads and its main exit, exported from
   ``train_val.prototxt``, batch 1;
 * ``caffenet``, ``alexnet``, ``googlenet-deploy``, ``resnet50``: the deploy files with random
@@ -73,7 +73,7 @@ def digits_cases(xc: Path, weights: Path | None, repeats: int) -> list[tuple[dic
     if weights is None:
         weights = netspec.Net(DIGITS, phase="TEST", seed=5).save(xc / "digits_seeded.netspec")
     with h5py.File(ROOT / "models" / "digits" / "digits_test.h5") as f:
-        x = torch.from_numpy(f["data"][:64])
+        x = torch.from_numpy(f["data"][:])                 # all 297 test digits
     full = netspec.Net(DIGITS, phase="TEST", weights=weights)
     with torch.no_grad():
         full.forward(data=x, label=torch.zeros(len(x)))
@@ -149,6 +149,15 @@ def netspec_forward(xc: Path, case: dict, repeats: int) -> tuple[dict, float]:
     return {k: v.detach().clone() for k, v in net.blobs.items()}, sorted(times)[len(times) // 2]
 
 
+def same_classes(mine: dict, caffe: dict) -> float:
+    """The share of samples whose most probable class is the same on both sides (every prob)."""
+    pairs = [(mine[k].argmax(1), torch.from_numpy(v).argmax(1)) for k, v in caffe.items()
+             if k.endswith("prob") and k in mine and v.ndim == 2]
+    if not pairs:
+        return float("nan")
+    return float(sum((a == b).sum() for a, b in pairs)) / sum(len(a) for a, _ in pairs)
+
+
 def compare(mine: dict, caffe: dict) -> tuple[float, str, float]:
     """(prob's relative difference, worst blob, its relative difference) over shared blob names."""
     diffs = {}
@@ -200,6 +209,7 @@ def main(argv=None) -> list[dict]:
         mine.update(want)               # the full trained net's softmax of that exit, where known
         prob, worst, worst_d = compare(mine, caffe)
         rows.append({"case": case["name"], "blobs": len(caffe), "params": timing["params"], "prob": prob,
+                     "same_class": same_classes(mine, caffe),
                      "worst": worst, "worst_rel": worst_d, "caffe_ms": timing["forward_s"] * 1e3,
                      "netspec_ms": mine_s * 1e3})
         print(f"{case['name']:>22}: Caffe read it; prob rel diff {prob:.1e}; worst blob {worst} {worst_d:.1e}"
@@ -211,15 +221,15 @@ def main(argv=None) -> list[dict]:
 
 
 def markdown(rows: list[dict], timed: bool) -> str:
-    head = "| case | Caffe blobs | parameters | prob rel. diff | worst blob (rel. diff) |"
-    sep = "|---|---|---|---|---|"
+    head = "| case | Caffe blobs | parameters | prob rel. diff | same class | worst blob (rel. diff) |"
+    sep = "|---|---|---|---|---|---|"
     if timed:
         head += " netspec ms | Caffe ms | netspec / Caffe |"
         sep += "---|---|---|"
     lines = [head, sep]
     for r in rows:
         line = (f"| {r['case']} | {r['blobs']} | {r['params']:,} | {r['prob']:.1e} | "
-                f"{r['worst']} ({r['worst_rel']:.1e}) |")
+                f"{r['same_class']:.1%} | {r['worst']} ({r['worst_rel']:.1e}) |")
         if timed:
             line += f" {r['netspec_ms']:.1f} | {r['caffe_ms']:.1f} | {r['netspec_ms'] / r['caffe_ms']:.2f} |"
         lines.append(line)

@@ -30,6 +30,7 @@ def test_caffe_runs_every_exported_digits_exit_as_netspec_does():
     for name, r in rows.items():
         # float32 through 12 convolutions with other BLAS kernels: rounding, not semantics
         assert r["prob"] < 1e-5 and r["worst_rel"] < 1e-5, (name, r)
+        assert r["same_class"] == 1.0, (name, r)           # on all 297 test digits
     assert rows["digits_exit1_loss"]["params"] == 4970 < rows["digits_main_loss"]["params"]
 
 
