@@ -134,6 +134,71 @@ def deploy_case(xc: Path, name: str, repeats: int, batch: int = 1) -> tuple[dict
     return _case(xc, name, proto, {"data": x}, repeats), {}
 
 
+TRAIN_SOLVER = """net: "deep_plain.prototxt"
+base_lr: 0.05
+momentum: 0.9
+weight_decay: 0.0001
+clip_gradients: 1
+lr_policy: "step"
+gamma: 0.1
+stepsize: {step}
+max_iter: {iters}
+display: 0
+snapshot_after_train: false
+random_seed: 1
+solver_mode: CPU
+weights: "init.caffemodel"
+"""
+
+
+def train_case(xc: Path, iters: int) -> dict:
+    """The digits net trained by Caffe's rules from one set of weights: every loss weighted by
+    its loss_weight (Caffe's only mode; netspec's JOINT), SGD with momentum, weight decay,
+    global-norm clipping and a step; the data in file order (``shuffle: false``, since the
+    shuffle draws from Caffe's own RNG)."""
+    from netspec.interop.export import write_caffemodel
+    text = DIGITS.read_text().replace("shuffle: true", "shuffle: false")
+    (xc / "deep_plain.prototxt").write_text(text)
+    for name in ("train.txt", "digits_train.h5"):
+        shutil.copy(DIGITS.parent / name, xc / name)
+    init = netspec.Net(xc / "deep_plain.prototxt", phase="TRAIN", seed=3)
+    write_caffemodel(init.compiled, xc / "init.caffemodel")
+    # the lr drops every 4 iterations: where Caffe's lr-inside-momentum rule differs from
+    # torch's, the trajectories part at once
+    (xc / "train_caffe.prototxt").write_text(TRAIN_SOLVER.format(step=4, iters=iters))
+    (xc / "train_netspec.prototxt").write_text(TRAIN_SOLVER.format(step=4, iters=iters) + "bp_mode: JOINT\n")
+    return {"kind": "train", "name": "train_digits", "solver": "train_caffe.prototxt", "iters": iters,
+            "losses": [l.layer for l in init.net.losses]}
+
+
+def netspec_train(xc: Path, case: dict) -> tuple[dict, dict]:
+    """The same iterations in netspec: (loss name -> per-iteration values, final blobs)."""
+    solver = netspec.Solver(xc / "train_netspec.prototxt", log=lambda line: None)
+    start = {k: v.detach().clone() for k, v in solver.executor.params.items()}
+    losses = {name: [] for name in case["losses"]}
+    for rec in solver.step(case["iters"]):
+        for name in losses:
+            losses[name].append(rec["losses"][name])
+    return losses, {k: (start[k], v.detach().clone()) for k, v in solver.executor.params.items()}
+
+
+def compare_training(mine: tuple[dict, dict], xc: Path, name: str) -> dict:
+    """Largest relative difference of any loss at any iteration, and of any blob's training
+    update (``||w_netspec - w_caffe|| / ||w_caffe - w_start||``)."""
+    losses, params = mine
+    theirs = json.loads((xc / f"{name}.caffe.json").read_text())["losses"]
+    blobs = dict(np.load(xc / f"{name}.caffe.npz"))
+    loss_rel = max(abs(a - b) / max(abs(b), 1e-30) for k in losses for a, b in zip(losses[k], theirs[k]))
+    # how far apart the two trainings moved each blob, against how far Caffe moved it
+    blob_rel = max(float((params[k][1].double() - torch.from_numpy(v).double()).norm())
+                   / max(float((torch.from_numpy(v).double() - params[k][0].double()).norm()), 1e-30)
+                   for k, v in blobs.items())
+    first = {k: (losses[k][0], theirs[k][0]) for k in losses}
+    last = {k: (losses[k][-1], theirs[k][-1]) for k in losses}
+    return {"iters": len(next(iter(losses.values()))), "loss_rel": loss_rel, "blob_rel": blob_rel,
+            "first": first, "last": last, "blobs": len(blobs)}
+
+
 def netspec_forward(xc: Path, case: dict, repeats: int) -> tuple[dict, float]:
     """Re-import the files Caffe reads, run them in netspec; (blobs, median forward seconds)."""
     net = netspec.Net(xc / case["prototxt"], phase="TEST", weights=xc / case["caffemodel"])
@@ -183,7 +248,8 @@ def run_caffe(root: Path, xc: Path, name: str) -> None:
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--caffe-root", type=Path, default=Path(os.environ.get("NETSPEC_CAFFE_ROOT", "/tmp/caffe-focal")))
-    ap.add_argument("--cases", nargs="+", default=["digits", "googlenet", *DEPLOY])
+    ap.add_argument("--cases", nargs="+", default=["digits", "googlenet", *DEPLOY, "train"])
+    ap.add_argument("--train-iters", type=int, default=12, help="iterations of the training case")
     ap.add_argument("--digits-weights", type=Path)
     ap.add_argument("--repeats", type=int, default=1, help="forward timings per side (median)")
     ap.add_argument("--out", type=Path, help="also write the table as markdown")
@@ -199,8 +265,22 @@ def main(argv=None) -> list[dict]:
     if "googlenet" in args.cases:
         cases += googlenet_cases(xc, args.repeats)
     cases += [deploy_case(xc, n, args.repeats) for n in args.cases if n in DEPLOY]
-    (xc / "cases.json").write_text(json.dumps([c for c, _ in cases]))
+    training = train_case(xc, args.train_iters) if "train" in args.cases else None
+    (xc / "cases.json").write_text(json.dumps([c for c, _ in cases] + ([training] if training else [])))
     rows = []
+    if training:
+        run_caffe(args.caffe_root, xc, training["name"])
+        cwd = os.getcwd()
+        os.chdir(xc)                 # relative data paths, as for Caffe
+        try:
+            result = compare_training(netspec_train(xc, training), xc, training["name"])
+        finally:
+            os.chdir(cwd)
+        print(f"{'train_digits':>22}: {result['iters']} iterations, every loss within {result['loss_rel']:.1e} "
+              f"relative of Caffe's, every blob's update within {result['blob_rel']:.1e}; main_loss "
+              f"{result['first']['main_loss'][0]:.6f} -> {result['last']['main_loss'][0]:.6f} "
+              f"(Caffe {result['first']['main_loss'][1]:.6f} -> {result['last']['main_loss'][1]:.6f})")
+        rows.append({"case": "train_digits", **result})
     for case, want in cases:
         run_caffe(args.caffe_root, xc, case["name"])
         caffe = dict(np.load(xc / f"{case['name']}.caffe.npz"))
@@ -216,7 +296,7 @@ def main(argv=None) -> list[dict]:
               + (f"; forward netspec {mine_s * 1e3:.1f} ms / Caffe {timing['forward_s'] * 1e3:.1f} ms"
                  if args.repeats > 1 else ""), flush=True)
     if args.out:
-        args.out.write_text(markdown(rows, args.repeats > 1))
+        args.out.write_text(markdown([r for r in rows if r["case"] != "train_digits"], args.repeats > 1))
     return rows
 
 
