@@ -133,6 +133,26 @@ def test_schedule_and_check_show_which_scopes_apply(tmp_path, capsys):
     assert "applies under RELAY" in out and "W0301" not in err
 
 
+def test_train_warns_about_scopes_its_mode_ignores(tmp_path, capsys, monkeypatch):
+    """`netspec train` says what `netspec check --solver` says: a Relay scope under MULTIWAY
+    is W0301, pointing at the net; the relay solver, whose mode applies them, trains quietly."""
+    from netspec.cli.main import main
+    monkeypatch.chdir(tmp_path)
+    text = (DIGITS / "solver_multiway.prototxt").read_text()
+    solver = tmp_path / "mw_on_relay_net.prototxt"
+    solver.write_text(text.replace('net: "deep_plain.prototxt"', f'net: "{DIGITS}/deep_plain_relay.prototxt"')
+                      .replace("snapshot_after_train: true", "snapshot_after_train: false"))
+    assert main(["train", "--solver", str(solver), "--iterations", "1"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning[W0301]") == 4 and "deep_plain_relay.prototxt:" in err
+    relay = tmp_path / "relay.prototxt"
+    relay.write_text((DIGITS / "solver_relay.prototxt").read_text()
+                     .replace('net: "deep_plain_relay.prototxt"', f'net: "{DIGITS}/deep_plain_relay.prototxt"')
+                     .replace("snapshot_after_train: true", "snapshot_after_train: false"))
+    assert main(["train", "--solver", str(relay), "--iterations", "1"]) == 0
+    assert "W0301" not in capsys.readouterr().err
+
+
 def test_draw_legend_says_whether_a_scope_applies(tmp_path, capsys):
     from netspec.tools.draw import load_drawing
     d = load_drawing(str(DIGITS / "deep_plain_relay.prototxt"), bp_mode="MULTIWAY")

@@ -24,7 +24,8 @@ import os
 import signal
 import sys
 
-from ..diagnostics import Diagnostic, NetspecError
+from ..check.scopes import unused_scope_warnings
+from ..diagnostics import Diagnostic, Diagnostics, NetspecError
 from ..solve import distributed
 from ..solve.solver import Solver
 from .main import add_gpu_option, add_state_options, report
@@ -90,7 +91,19 @@ def _run_rank(args) -> int:
         os._exit(1)
 
 
+def _scope_warnings(solver, fmt: str) -> None:
+    """W0301 for each gradient_scope the solver's bp_mode ignores, as `netspec check --solver`
+    reports it (once, from rank 0 under torchrun)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    diags = Diagnostics()
+    unused_scope_warnings(solver.net.graph, solver.net.losses, solver.schedule.mode, solver.net.source, diags)
+    if diags.items:
+        report(diags.items, fmt)
+
+
 def _train(args, solver) -> int:
+    _scope_warnings(solver, args.format)
     if args.weights:
         solver.copy_weights(args.weights)
     if args.iterations is not None:
