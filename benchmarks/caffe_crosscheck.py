@@ -245,6 +245,38 @@ def run_caffe(root: Path, xc: Path, name: str) -> None:
         raise SystemExit(f"Caffe refused {name}:\n{done.stderr[-3000:]}")
 
 
+def check_training(root: Path, xc: Path, training: dict) -> dict:
+    """Train in Caffe, then in netspec (from ``xc``: the relative data paths, as for Caffe)."""
+    run_caffe(root, xc, training["name"])
+    cwd = os.getcwd()
+    os.chdir(xc)
+    try:
+        result = compare_training(netspec_train(xc, training), xc, training["name"])
+    finally:
+        os.chdir(cwd)
+    first, last = result["first"]["main_loss"], result["last"]["main_loss"]
+    print(f"{'train_digits':>22}: {result['iters']} iterations, every loss within {result['loss_rel']:.1e} "
+          f"relative of Caffe's, every blob's update within {result['blob_rel']:.1e}; main_loss "
+          f"{first[0]:.6f} -> {last[0]:.6f} (Caffe {first[1]:.6f} -> {last[1]:.6f})", flush=True)
+    return {"case": "train_digits", **result}
+
+
+def check_forward(root: Path, xc: Path, case: dict, want: dict, repeats: int) -> dict:
+    """One TEST forward in Caffe and in netspec on the files Caffe read; the table's row."""
+    run_caffe(root, xc, case["name"])
+    caffe = dict(np.load(xc / f"{case['name']}.caffe.npz"))
+    timing = json.loads((xc / f"{case['name']}.caffe.json").read_text())
+    mine, mine_s = netspec_forward(xc, case, repeats)
+    mine.update(want)               # the full trained net's softmax of that exit, where known
+    prob, worst, worst_d = compare(mine, caffe)
+    print(f"{case['name']:>22}: Caffe read it; prob rel diff {prob:.1e}; worst blob {worst} {worst_d:.1e}"
+          + (f"; forward netspec {mine_s * 1e3:.1f} ms / Caffe {timing['forward_s'] * 1e3:.1f} ms"
+             if repeats > 1 else ""), flush=True)
+    return {"case": case["name"], "blobs": len(caffe), "params": timing["params"], "prob": prob,
+            "same_class": same_classes(mine, caffe), "worst": worst, "worst_rel": worst_d,
+            "caffe_ms": timing["forward_s"] * 1e3, "netspec_ms": mine_s * 1e3}
+
+
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--caffe-root", type=Path, default=Path(os.environ.get("NETSPEC_CAFFE_ROOT", "/tmp/caffe-focal")))
@@ -267,34 +299,8 @@ def main(argv=None) -> list[dict]:
     cases += [deploy_case(xc, n, args.repeats) for n in args.cases if n in DEPLOY]
     training = train_case(xc, args.train_iters) if "train" in args.cases else None
     (xc / "cases.json").write_text(json.dumps([c for c, _ in cases] + ([training] if training else [])))
-    rows = []
-    if training:
-        run_caffe(args.caffe_root, xc, training["name"])
-        cwd = os.getcwd()
-        os.chdir(xc)                 # relative data paths, as for Caffe
-        try:
-            result = compare_training(netspec_train(xc, training), xc, training["name"])
-        finally:
-            os.chdir(cwd)
-        print(f"{'train_digits':>22}: {result['iters']} iterations, every loss within {result['loss_rel']:.1e} "
-              f"relative of Caffe's, every blob's update within {result['blob_rel']:.1e}; main_loss "
-              f"{result['first']['main_loss'][0]:.6f} -> {result['last']['main_loss'][0]:.6f} "
-              f"(Caffe {result['first']['main_loss'][1]:.6f} -> {result['last']['main_loss'][1]:.6f})")
-        rows.append({"case": "train_digits", **result})
-    for case, want in cases:
-        run_caffe(args.caffe_root, xc, case["name"])
-        caffe = dict(np.load(xc / f"{case['name']}.caffe.npz"))
-        timing = json.loads((xc / f"{case['name']}.caffe.json").read_text())
-        mine, mine_s = netspec_forward(xc, case, args.repeats)
-        mine.update(want)               # the full trained net's softmax of that exit, where known
-        prob, worst, worst_d = compare(mine, caffe)
-        rows.append({"case": case["name"], "blobs": len(caffe), "params": timing["params"], "prob": prob,
-                     "same_class": same_classes(mine, caffe),
-                     "worst": worst, "worst_rel": worst_d, "caffe_ms": timing["forward_s"] * 1e3,
-                     "netspec_ms": mine_s * 1e3})
-        print(f"{case['name']:>22}: Caffe read it; prob rel diff {prob:.1e}; worst blob {worst} {worst_d:.1e}"
-              + (f"; forward netspec {mine_s * 1e3:.1f} ms / Caffe {timing['forward_s'] * 1e3:.1f} ms"
-                 if args.repeats > 1 else ""), flush=True)
+    rows = [check_training(args.caffe_root, xc, training)] if training else []
+    rows += [check_forward(args.caffe_root, xc, case, want, args.repeats) for case, want in cases]
     if args.out:
         args.out.write_text(markdown([r for r in rows if r["case"] != "train_digits"], args.repeats > 1))
     return rows

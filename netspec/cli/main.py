@@ -74,6 +74,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type for counts where 0 means "none" (probe's --iterations, --repeats)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{text}'")
+    return int(text)
+
+
 def gpu_id(text: str) -> str:
     """Validate --gpu's value: a CUDA device index, 'all' or 'cpu' (as Caffe's --gpu)."""
     if text.isdigit() or text in ("all", "cpu"):

@@ -19,14 +19,7 @@ import json
 
 from ..fileio import write_atomic
 from ..tools import probe as P
-from .main import add_gpu_option, shape_arg
-
-
-def iterations(text: str) -> int:
-    """--iterations: a count of at least 0 (0 measures at the initialisation only)."""
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got '{text}'")
-    return int(text)
+from .main import add_gpu_option, non_negative_int, shape_arg
 
 
 def threshold(text: str) -> float:
@@ -41,7 +34,7 @@ def threshold(text: str) -> float:
 
 def add_arguments(p) -> None:
     p.add_argument("--solver", required=True, metavar="S", help="the solver .prototxt (its bp_mode trains)")
-    p.add_argument("--iterations", type=iterations, default=P.ITERATIONS, metavar="N",
+    p.add_argument("--iterations", type=non_negative_int, default=P.ITERATIONS, metavar="N",
                    help=f"training iterations before the second measurement (default {P.ITERATIONS})")
     p.add_argument("--plot", metavar="OUT", help="draw the gradients (.svg, .png, ...) on a log scale")
     p.add_argument("--threshold", type=threshold, default=P.THRESHOLD, metavar="T",

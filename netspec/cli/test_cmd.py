@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 
 from ..diagnostics import Diagnostic, NetspecError
-from .main import add_gpu_option, add_state_options, device_of, positive_int
+from .main import add_gpu_option, add_state_options, device_of, non_negative_int, positive_int
 
 
 def add_arguments(p) -> None:
@@ -35,7 +35,7 @@ def add_arguments(p) -> None:
                    help="anytime prediction: a sample leaves at the first exit whose max softmax >= T; "
                         "prints accuracy, MACs, exit shares and speed-up per threshold")
     p.add_argument("--plot", metavar="OUT", help="with --early-exit: accuracy against MACs (.svg or .png)")
-    p.add_argument("--repeats", type=_repeats, default=15, metavar="N",
+    p.add_argument("--repeats", type=non_negative_int, default=15, metavar="N",
                    help="with --early-exit: interleaved timing rounds against the deepest exit alone "
                         "(default 15; 0: no timing)")
     add_gpu_option(p)
@@ -51,13 +51,6 @@ def _thresholds(text: str) -> list[float]:
     if not values:
         raise argparse.ArgumentTypeError(f"expected thresholds such as 0.9 or 0.5,0.9,0.99, got '{text}'")
     return values
-
-
-def _repeats(text: str) -> int:
-    import argparse
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a count such as 15 (0: no timing), got '{text}'")
-    return int(text)
 
 
 def run(args) -> int:
