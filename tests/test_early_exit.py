@@ -91,6 +91,12 @@ def test_verdict_finds_drops_the_top_threshold_and_the_cheapest_close_row():
     text = format_sweep(_rows([0.80, 0.97, 0.96, 0.95]), singles)
     assert "NOT monotone: 97.00% at threshold 0.2, then down to 95.00% at 0.4" in text
     assert "highest threshold 0.4: 95.00%, equals main alone (95.00%)" in text
+    assert "drop is" not in text                      # sample count unknown: no count claimed
+    counted = _rows([0.80, 0.97, 0.96, 0.95])
+    for r in counted:
+        r.samples = 200
+    text = format_sweep(counted, singles)
+    assert "that drop is 4 of 200 scored samples (one sample is 0.50 points)" in text
     assert verdict(_rows([0.5, 0.6]), singles).close is None
     # rows given out of threshold order are judged in threshold order
     v = verdict(list(reversed(_rows([0.80, 0.90, 0.95]))), singles)
@@ -100,6 +106,7 @@ def test_verdict_finds_drops_the_top_threshold_and_the_cheapest_close_row():
 def test_sweep_times_each_threshold_against_the_deepest_exit_at_two_batch_sizes(net):
     rows, singles = sweep(net, [0.5, 1.01], iterations=2, repeats=3)
     batch = 99                                            # the digits net's TEST batch
+    assert {r.samples for r in rows + singles} == {2 * batch}
     for r in rows:
         assert [t.batch for t in r.timings] == [batch, 2 * batch]
         assert all(len(t.ratios) == 3 and all(x > 0 for x in t.ratios) for t in r.timings)

@@ -97,3 +97,25 @@ def test_same_seed_same_run(tmp_path):
     a = run_modes.train_one("MULTIWAY", 3, 2, tmp_path)
     b = run_modes.train_one("MULTIWAY", 3, 2, tmp_path)
     assert a["error"] == b["error"] and a["final_loss"] == b["final_loss"]
+
+
+def test_anytime_sweep_trains_tests_and_reads_the_verdict(capsys):
+    """Two iterations of the dropout copy: four Dropout layers compile, train, and the early-exit
+    verdict comes back as a table row (the numbers themselves are in docs/experiment.md)."""
+    from experiments import anytime_sweep
+    assert anytime_sweep.main(["--configs", "dropout0.5", "--seeds", "1", "--iters", "2"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("| dropout0.5 | 1 |"))
+    accuracies, verdict = line.strip("| ").split(" | ")[2:4]
+    assert len(accuracies.split(" / ")) == 4
+    assert verdict == "monotone" or re.fullmatch(r"falls by \d+ sample\(s\)", verdict)
+
+
+def test_with_dropout_puts_one_dropout_before_each_classifier(tmp_path):
+    from experiments.anytime_sweep import with_dropout
+    net = net_copy(tmp_path)
+    with_dropout(net, 0.5)
+    text = net.read_text()
+    assert text.count('type: "Dropout"') == 4
+    for head in ("exit1", "exit2", "exit3", "main"):
+        assert text.index(f'name: "{head}_drop"') < text.index(f'name: "{head}_fc"')

@@ -63,6 +63,27 @@ def test_resume_is_bit_identical_on_cpu(tmp_path):
             assert torch.equal(hist["history"], resumed.executor.state[slot][name]["history"])
 
 
+def test_testing_leaves_the_training_trajectory_alone(tmp_path):
+    """As in Caffe, a test pass draws nothing from the RNG the training net's Dropout uses: the
+    same run with a test every 2 iterations and with none ends with the same weights."""
+    text = (DIGITS / "deep_plain.prototxt").read_text()
+    text = text.replace('source: "', f'source: "{DIGITS}/').replace(
+        'layer { name: "main_fc"', 'layer { name: "main_drop" type: "Dropout" bottom: "main_pool" '
+        'top: "main_pool" dropout_param { dropout_ratio: 0.5 } }\nlayer { name: "main_fc"')
+    (tmp_path / "net.prototxt").write_text(text)
+    runs = []
+    for interval in (2, 1000):
+        path = write_solver(tmp_path, "MULTIWAY", test_iter=1, test_interval=interval)
+        path.write_text(path.read_text().replace(str(DIGITS / "deep_plain.prototxt"), str(tmp_path / "net.prototxt")))
+        solver = Solver(path, log=lambda _: None, num_workers=0)
+        state = torch.get_rng_state()
+        solver.test()
+        assert torch.equal(state, torch.get_rng_state())
+        solver.step(6)
+        runs.append(weights(solver))
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
 def test_a_snapshot_killed_mid_write_never_replaces_the_last_good_one(tmp_path, monkeypatch):
     s = Solver(write_solver(tmp_path), input_shapes=SHAPES, log=lambda _: None)
     s.step(1)

@@ -154,8 +154,15 @@ class LayerStream:
         reader = BatchReader(self.source, self.transform, self.rules, (self.seed, self.index, 1))
         plan = samplers.BatchPlan(self.make_order(), self.source.batch_size, self.shard)
         return DataLoader(reader, batch_size=None, sampler=plan, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory,
+                          pin_memory=self.pin_memory, generator=self._generator(),
                           worker_init_fn=_leave_signals_to_the_trainer if self.num_workers else None)
+
+    def _generator(self) -> torch.Generator:
+        """The loader's own generator: without one, every new iterator draws its base seed from
+        torch's global RNG, so a test pass (a fresh TEST feeder) would shift the training net's
+        Dropout masks.  In Caffe testing leaves the training trajectory alone."""
+        seed = np.random.SeedSequence((self.seed, self.index, 2)).generate_state(1)[0]
+        return torch.Generator().manual_seed(int(seed))
 
     def next(self) -> dict:
         if self._batches is None:

@@ -156,6 +156,7 @@ class SweepRow:
     shares: list[float] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
     exit_name: str = ""
+    samples: int = 0                 # how many samples scored it (0: unknown)
 
 
 def sweep(net, thresholds: list[float], iterations: int, label: str | None = None,
@@ -187,8 +188,9 @@ def sweep(net, thresholds: list[float], iterations: int, label: str | None = Non
                 r.shares[k] += float((p.exits == k).sum())
     for r in rows:
         r.accuracy, r.macs, r.shares = r.accuracy / total, r.macs / total, [s / total for s in r.shares]
+        r.samples = total
     for s in singles:
-        s.accuracy /= total
+        s.accuracy, s.samples = s.accuracy / total, total
     if repeats:
         time_rows(net, rows, runners, feeds, repeats)
     return rows, singles
@@ -320,6 +322,10 @@ def _verdict_lines(v: Verdict) -> list[str]:
         low = min((b for _, b in v.drops if b.threshold > peak.threshold), key=lambda r: r.accuracy)
         out = [f"curve: NOT monotone: {pct(peak)} at threshold {peak.threshold:g}, then down to {pct(low)} "
                f"at {low.threshold:g} ({len(v.drops)} higher threshold(s) below an earlier accuracy)"]
+        if low.samples:           # on a small test set a drop may be one sample, which says little
+            n = round((peak.accuracy - low.accuracy) * low.samples)
+            out.append(f"  that drop is {n} of {low.samples} scored samples (one sample is "
+                       f"{100 / low.samples:.2f} points)")
     same = "equals" if abs(v.highest.accuracy - v.deepest.accuracy) < 1e-12 else "differs from"
     out.append(f"highest threshold {v.highest.threshold:g}: {pct(v.highest)}, {same} {v.deepest.exit_name} "
                f"alone ({pct(v.deepest)})")
