@@ -31,9 +31,10 @@ each restricted backward (``overlap``, the default) and after it (``after``,
 each ``--bucket-mb``, medians over every round's iterations: step time, time blocked in
 ``GradReducer.wait`` per iteration; then buckets per iteration, of which launched before
 their backward's last gradient, and ``all-reduce alone``: those buckets all-reduced back to
-back with no compute (about what overlap could hide).  Then, under DDP (STANDARD, JOINT),
-the bucket all-reduces per iteration with ``iter_size`` 1 and 2 (counted by a comm hook, at
-the smallest ``--bucket-mb`` so that there are several buckets):
+back with no compute (about what overlap could hide).  Then the bucket
+all-reduces per iteration with ``iter_size`` 1 and 2 (under DDP, STANDARD and JOINT, counted by
+a comm hook; RELAY by its reducer), at the smallest ``--bucket-mb`` so that there are several
+buckets:
 
     python benchmarks/bench_scaling.py --overlap [--bucket-mb 25 0.05] [--iters 30] [--rounds 3]
 """
@@ -122,12 +123,15 @@ def alternating(solver, iters: int) -> dict:
 
 
 def ddp_count(solver, iters: int) -> dict:
-    """DDP's bucket all-reduces per iteration (and the median step time)."""
-    calls = count_ddp_all_reduces(solver)
+    """Bucket all-reduces per iteration (DDP's, or RELAY/MULTIWAY's reducer's) and the median
+    step time."""
+    reducer = solver.executor.reducer
+    calls = count_ddp_all_reduces(solver) if solver.executor.ddp is not None else None
     solver.step(WARMUP)
-    calls.clear()
+    before = len(calls) if calls is not None else reducer.launched
     recs = solver.step(iters)
-    return {"ddp_calls": len(calls) / iters, "step_s": statistics.median(r["seconds"] for r in recs)}
+    after = len(calls) if calls is not None else reducer.launched
+    return {"ddp_calls": (after - before) / iters, "step_s": statistics.median(r["seconds"] for r in recs)}
 
 
 def shutdown() -> None:
@@ -241,8 +245,8 @@ def table(rows: list[dict]) -> str:
 
 def overlap_tables(modes: list[str], buckets: list[float], threads: int, iters: int, rounds: int) -> str:
     """Issue 14: overlapped vs after-the-backward all-reduces (alternating within each job;
-    medians over every round's iterations), and DDP's all-reduces per iteration with
-    iter_size 1 and 2."""
+    medians over every round's iterations), and the all-reduces per iteration with iter_size 1
+    and 2 (DDP's for STANDARD/JOINT, the reducer's for RELAY)."""
     med = lambda runs, on, what: statistics.median(x for r in runs for x in r[on][what]) * 1e3
     lines = ["| mode | bucket MB | step ms: overlap / after | blocked in wait ms/iter: overlap / after | "
              "buckets/iter | launched before the last gradient | all-reduce alone (ms/iter) |",
@@ -257,9 +261,9 @@ def overlap_tables(modes: list[str], buckets: list[float], threads: int, iters: 
                          f"{med(runs, 'on', 'wait'):.2f} / {med(runs, 'off', 'wait'):.2f} | "
                          f"{runs[0]['on']['buckets']:.1f} | {runs[0]['on']['early']:.1f} | {comm:.2f} |")
             print(lines[-1], flush=True)
-    lines += ["", "| mode | bucket MB | iter_size | DDP bucket all-reduces per iteration | step (ms) |",
+    lines += ["", "| mode | bucket MB | iter_size | bucket all-reduces per iteration | step (ms) |",
               "| --- | ---: | ---: | ---: | ---: |"]
-    for mode in [m for m in modes if m in ("STANDARD", "JOINT")]:
+    for mode in [m for m in modes if m in ("STANDARD", "JOINT", "RELAY")]:
         for size in (1, 2):
             r = measure("dist", mode, 2, threads, iters, {"iter_size": size, "count": True,
                                                           "bucket_mb": min(buckets)})

@@ -118,6 +118,8 @@ def two_ranks(tmp_path_factory):
     solvers.append(solvers[2] + ",nooverlap")                            # 7: RELAY
     small = str(write_solver(root / "mw_small", "MULTIWAY"))
     solvers += [small + "@bucket=0.001", small + "@bucket=0.001,nooverlap"]   # 8, 9: MULTIWAY
+    relay2 = str(write_solver(root / "relay_iter2", "RELAY", iter_size=2))
+    solvers += [relay2 + "@bucket=0.001", relay2 + "@bucket=0.001,nooverlap"]  # 10, 11: RELAY, iter_size 2
     out = root / "ranks.pt"
     results = finish(launch([PY, str(WORKER), str(out), "3", *solvers]))
     assert all(code == 0 for code, _ in results), results
@@ -277,6 +279,20 @@ def test_ddp_with_iter_size_all_reduces_once_per_iteration(tmp_path):
     one = Solver(path, log=lambda _: None)
     one.step(2)
     assert_close(mine, weights(one))
+
+
+def test_relay_with_iter_size_equals_one_process_and_reduces_once_per_iteration(two_ranks):
+    """RELAY, iter_size 2, 2 ranks: the first micro-batch's gradients stay local, so each iteration
+    launches as many buckets as iter_size 1 does (RELAY, same 1 KiB buckets: indices 2 and 7),
+    overlapped or not, and the weights equal one process's with the global batch."""
+    solvers, got = two_ranks
+    early, late = got[solvers[10]], got[solvers[11]]
+    one = Solver(solvers[10].split("@")[0], log=lambda _: None)
+    one.step(3)
+    assert_close(weights(one), early["weights"])
+    assert all(torch.equal(early["weights"][k], late["weights"][k]) for k in late["weights"])
+    assert early["launched"] == got[solvers[2]]["launched"] and late["launched"] == got[solvers[7]]["launched"]
+    assert early["early"] >= 2 and late["early"] == 0
 
 
 def test_overlapped_reduction_under_torch_compile(tmp_path):

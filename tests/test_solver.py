@@ -1,6 +1,5 @@
 """The solver: training runs, snapshots and bit-identical resume, loss-weight schedules, errors."""
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -8,8 +7,7 @@ import torch
 
 from netspec.cli.main import main
 from netspec.diagnostics import NetspecError
-from netspec.proto import caffe_pb2
-from netspec.solve.loss_weights import LossWeights, exit_depths
+from netspec.solve.loss_weights import exit_depths
 from netspec.solve.solver import Solver, read_snapshot
 
 from conftest import REPO

@@ -19,7 +19,9 @@ the same global batch would (see ``docs/distributed.md``).
   full, while the rest of that backward still computes (``BucketFiller``); the
   bucket layout follows the order gradients arrived in on rank 0 during the first
   iteration.  ``overlap=False`` (or ``NETSPEC_DIST_OVERLAP=0``) reduces after each
-  backward instead; both give bit-identical averages.
+  backward instead; both give bit-identical averages.  With ``iter_size`` (RELAY) the
+  micro-batches before the last keep their sums local: one round per backward step and
+  iteration, as under DDP.
 * ``--sync-bn`` makes Caffe BatchNorm layers use the global batch statistics.
 * Rank 0 logs and writes snapshots (atomically, then every rank passes a
   barrier); test phases and logged losses are averaged over all ranks.
@@ -218,8 +220,10 @@ class BucketFiller:
     would send.  A hook only stores a reference: the copy is one ``cat`` per bucket.
     """
 
-    def __init__(self, reducer: GradReducer, plan: list[list], head: set, gamma: float):
+    def __init__(self, reducer: GradReducer, plan: list[list], head: set, gamma: float,
+                 held: dict | None = None):
         self.reducer, self.plan, self.head, self.gamma = reducer, plan, head, gamma
+        self.held = held or {}       # iter_size: the earlier micro-batches' sums, added first
         self.bucket_of = {k: b for b, keys in enumerate(plan) for k in keys}
         self.left = [len(keys) for keys in plan]
         self.got: dict = {}
@@ -228,7 +232,8 @@ class BucketFiller:
     def ready(self, key, grad: torch.Tensor) -> None:
         """``key``'s gradient, as autograd produced it (called from its tensor hook)."""
         if key in self.bucket_of:
-            self._put(key, grad / self.gamma if key in self.head else grad, early=True)
+            g = grad / self.gamma if key in self.head else grad
+            self._put(key, self.held[key] + g if key in self.held else g, early=True)
 
     def finish(self, local: dict) -> list[_Bucket]:
         """After the backward: the gradients no hook delivered (parameters the loss does not
@@ -309,6 +314,7 @@ class DistributedExecutor(Executor):
             self._broadcast_state(self.main.module, parameters=True)
         self.reducer = GradReducer(ctx.world, bucket_mb)
         self.pending: list = []
+        self._held: dict = {}        # backward step -> the earlier micro-batches' local gradient sums
         self.overlap = (overlap_default() if overlap is None else overlap) and self.ddp is None
         self.plans: dict = {}                 # backward step -> its bucket plan (keys per bucket)
         self._filling: BucketFiller | None = None
@@ -353,12 +359,13 @@ class DistributedExecutor(Executor):
     _accumulating = False      # this micro-batch's gradients stay local (DDP's no_sync)
 
     def forward(self, module, batch: dict) -> dict:
+        # iter_size: one all-reduce per iteration.  Micro-batches before the last keep their
+        # gradients local (under DDP: no_sync, in .grad; RELAY: ``_held`` per backward step) and
+        # the last one's backward reduces the accumulated sum, as DDP's gradient accumulation
+        # does.  Only single-update schedules take iter_size > 1, each one forward per batch.
+        self._accumulating = self._micro_left > 1
+        self._micro_left -= 1
         if self.ddp is not None and module is self.main.module:
-            # iter_size under DDP: one all-reduce per iteration.  Micro-batches before the last
-            # run under no_sync (their gradients accumulate in .grad); the last one's backward
-            # reduces the accumulated sum, as DDP's gradient accumulation does.
-            self._accumulating = self._micro_left > 1
-            self._micro_left -= 1
             if self._accumulating:
                 with self.ddp.no_sync():
                     return super().forward(self.ddp, batch)
@@ -382,8 +389,11 @@ class DistributedExecutor(Executor):
     def _backward(self, step, out, grads, weights, retain: bool) -> None:
         if self.ddp is not None:
             return super()._backward(step, out, grads, weights, retain)
-        local: dict = {}
-        plan = self.plans.get((step.losses, step.params)) if self.overlap else None
+        key = (step.losses, step.params)
+        if self._accumulating:             # an early micro-batch: sum locally, reduce later
+            return super()._backward(step, out, self._held.setdefault(key, {}), weights, retain)
+        local = self._held.pop(key, {})
+        plan = self.plans.get(key) if self.overlap else None
         if plan is None:          # reduce after the backward (and, overlapping, learn the order)
             self._arrivals = [] if self.overlap else None
             try:
@@ -391,11 +401,11 @@ class DistributedExecutor(Executor):
             finally:
                 arrived, self._arrivals = self._arrivals, None
             if self.overlap:
-                self.plans[(step.losses, step.params)] = self._agree_plan(step, arrived)
+                self.plans[key] = self._agree_plan(step, arrived)
             self.pending.append(self.reducer.launch(local))    # in flight during the next backward
             return
         head, gamma = self._head_scaling(step, weights)
-        self._filling = BucketFiller(self.reducer, plan, head, gamma)
+        self._filling = BucketFiller(self.reducer, plan, head, gamma, held=dict(local))
         try:
             super()._backward(step, out, local, weights, retain)
         finally:
@@ -421,7 +431,7 @@ class DistributedExecutor(Executor):
 
     def iteration(self, batches, it: int, weights) -> StepResult:
         """One iteration; the reported losses are averaged over the ranks (the global batch's)."""
-        self._micro_left = len(batches)
+        self._micro_left, self._held = len(batches), {}
         result = super().iteration(batches, it, weights)
         names = sorted(result.losses)
         values = torch.tensor([result.losses[n] for n in names], dtype=torch.float64,
