@@ -4,7 +4,8 @@ iterations, runs its first test net, and rank 0 saves the weights, logged losses
 outputs per solver to OUT.  Options: ``sync`` (SyncBN), ``bucket=MB`` (all-reduce bucket
 size), ``nooverlap`` (RELAY/MULTIWAY reduce after each backward, not from gradient hooks),
 ``float64`` (train in float64), ``count`` (count DDP's bucket all-reduces with a comm hook),
-``fails`` (the solver must be refused: its diagnostic is saved instead).  Besides the
+``fails`` (the solver must be refused: its diagnostic is saved instead), ``stops`` (training
+must stop with a diagnostic, which is saved instead).  Besides the
 weights, each result holds the reducer's bucket counts (``launched``, ``early``: launched
 from a gradient hook while the backward ran)."""
 import sys
@@ -34,7 +35,12 @@ def train(ctx, path: str, options: list[str], iters: int) -> dict:
             work = dist.all_reduce(bucket.buffer().div_(ctx.world), async_op=True)
             return work.get_future().then(lambda f: f.value()[0])
         solver.executor.ddp.register_comm_hook(None, counting)
-    solver.step(iters)
+    try:
+        solver.step(iters)
+    except NetspecError as e:
+        if "stops" not in options:
+            raise
+        return {"error": e.diagnostics[0].message}
     reducer = solver.executor.reducer
     return {"weights": {k: v.detach().clone() for k, v in solver.module.state_dict().items()},
             "losses": [r["losses"] for r in solver.history],

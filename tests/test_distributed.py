@@ -295,6 +295,32 @@ def test_relay_with_iter_size_equals_one_process_and_reduces_once_per_iteration(
     assert early["early"] >= 2 and late["early"] == 0
 
 
+def test_a_nan_in_one_ranks_data_stops_every_rank_with_that_ranks_layer(tmp_path):
+    """nonfinite: STOP under --sync-bn with a NaN pixel in rank 1's half of the first batch: the
+    averaged gradients are NaN on both ranks, both replay their own slice without collectives
+    (rank 0's replay would otherwise wait in bn1's all-reduce for rank 1, which stops at conv1),
+    and both report rank 1's first non-finite layer, well inside the 60 s collective timeout."""
+    import h5py
+    with h5py.File(DIGITS / "digits_train.h5") as f:
+        data, label = f["data"][:64], f["label"][:64]
+    data[20, 0, 3, 3] = float("nan")              # record 20: rank 1's half (16-31) of batch 0
+    with h5py.File(tmp_path / "nan.h5", "w") as f:
+        f["data"], f["label"] = data, label
+    (tmp_path / "nan.txt").write_text(str(tmp_path / "nan.h5") + "\n")
+    path = write_solver(tmp_path, "MULTIWAY", batch_norm=True)
+    net = path.with_name("net.prototxt")
+    net.write_text(net.read_text().replace(str(DIGITS / "train.txt"), str(tmp_path / "nan.txt"))
+                   .replace("shuffle: true", "shuffle: false"))
+    out = tmp_path / "ranks.pt"
+    started = time.monotonic()
+    results = finish(launch([PY, str(WORKER), str(out), "2", f"{path}@sync,stops"]))
+    assert all(code == 0 for code, _ in results), results
+    assert time.monotonic() - started < 45
+    message = torch.load(out)[f"{path}@sync,stops"]["error"]
+    assert "iteration 0: non-finite gradient" in message, message
+    assert "layer 'conv1' (Convolution), top blob conv1 on rank 1's slice of the batch" in message, message
+
+
 def test_overlapped_reduction_under_torch_compile(tmp_path):
     """The gradient hooks also fire when the segments are torch.compile'd (``compile: true``):
     buckets start before the backward ends, and the weights equal reducing after the backward

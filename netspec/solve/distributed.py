@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -268,7 +268,7 @@ class SyncCaffeBatchNorm(CaffeBatchNorm):
 
     def forward(self, x, weight=None, bias=None):
         """``weight``/``bias``: a following Scale layer's, when the compiler fuses the pair."""
-        if self.use_global_stats or not dist.is_initialized():
+        if self.use_global_stats or not dist.is_initialized() or _local_statistics:
             return super().forward(x, weight, bias)
         return self._elementwise(x, weight, bias)
 
@@ -277,6 +277,22 @@ class SyncCaffeBatchNorm(CaffeBatchNorm):
         mean = dist_fn.all_reduce(x.sum(dims)) / m
         var = dist_fn.all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / m
         return mean, var, m
+
+
+_local_statistics = False
+
+
+@contextmanager
+def local_batch_statistics():
+    """Synchronised BatchNorm layers use this rank's own batch statistics inside the block: the
+    non-finite guard's replay stops at its first finding, which may come sooner on one rank than
+    on another, so a collective inside it could wait for a rank that has already stopped."""
+    global _local_statistics
+    before, _local_statistics = _local_statistics, True
+    try:
+        yield
+    finally:
+        _local_statistics = before
 
 
 def convert_sync_batchnorm(module: torch.nn.Module) -> int:
@@ -473,6 +489,19 @@ class DistributedSolver(Solver):
                     "E0600", f"data layer '{layer}' has batch_size {size}, which {self.ctx.world} "
                     "ranks cannot share evenly (batch_size is the global batch)",
                     help=[f"use a batch_size divisible by {self.ctx.world}, or another --nproc_per_node"])])
+
+    def _locate(self, batch: dict, steps: list, factors: dict):
+        """Every rank replays its own slice (local BatchNorm statistics: no collective inside the
+        replay), then the ranks agree on the lowest rank's finding, naming that rank: a NaN in one
+        rank's data reaches every rank through the averaged gradients."""
+        with local_batch_statistics():
+            mine = super()._locate(batch, steps, factors)
+        found = [None] * self.ctx.world
+        dist.all_gather_object(found, mine)
+        rank = next((r for r, f in enumerate(found) if f is not None), None)
+        if rank is None or self.ctx.world == 1:
+            return found[0]
+        return replace(found[rank], what=f"{found[rank].what} on rank {rank}'s slice of the batch")
 
     def _global_means(self, means: dict, feed) -> dict:
         """Each rank averaged its slice of every test batch; weight by slice size and sum."""

@@ -318,8 +318,12 @@ class Solver:
         steps = backward_steps(self.schedule)
         if e.slot is not None:        # the backward steps feeding the update that failed
             steps = [s for s in steps if set(s.params) & set(self._slot_params(e.slot))] or steps
-        finding = locate(self.executor.main, batches[0], steps, factors, self.executor.amp, self.device.type)
+        finding = self._locate(batches[0], steps, factors)
         raise nonfinite_error(self.iter, losses, finding, e, self.net, self._nonfinite_help(e))
+
+    def _locate(self, batch: dict, steps: list, factors: dict):
+        """Replay ``batch`` layer by layer: where the first non-finite value arose, or None."""
+        return locate(self.executor.main, batch, steps, factors, self.executor.amp, self.device.type)
 
     def _slot_params(self, slot: str) -> tuple:
         return next((s.params for s in self.schedule.steps if isinstance(s, Update) and s.slot == slot), ())
