@@ -59,6 +59,18 @@ def test_sweep_ends_at_the_deepest_exit_and_plots(net, tmp_path):
     assert svg.startswith("<svg") and "MACs per sample" in svg and "exit1_loss" in svg
 
 
+def test_cli_notes_iterations_that_do_not_cover_the_test_set_evenly(net, tmp_path, capsys):
+    """Caffe's default 50 batches of 99 are 16.67 passes over the 297 test digits: netspec test
+    says so and names the count that scores every digit equally; a whole pass says nothing."""
+    weights = net.save(tmp_path / "w.netspec")
+    assert main(["test", "--model", str(DIGITS), "--weights", str(weights), "--iterations", "2"]) == 0
+    err = capsys.readouterr().err
+    assert ("note: 2 batches of 99 are 0.67 passes over the 297 records of data layer 'digits', so some "
+            "records count more often than others; --iterations 3 scores each record equally") in err
+    assert main(["test", "--model", str(DIGITS), "--weights", str(weights), "--iterations", "3"]) == 0
+    assert "passes over" not in capsys.readouterr().err
+
+
 def test_cli_prints_the_sweep(net, tmp_path, capsys):
     weights = net.save(tmp_path / "w.netspec")
     assert main(["test", "--model", str(DIGITS), "--weights", str(weights), "--iterations", "1",

@@ -66,6 +66,8 @@ def run(args) -> int:
         shown = ", ".join(net.missing[:6]) + (" ..." if len(net.missing) > 6 else "")
         print(f"note: {len(net.missing)} blobs were not in {args.weights} and keep their fillers: {shown}",
               file=sys.stderr)
+    for line in uneven_passes(net, args.iterations):
+        print(line, file=sys.stderr)
     if args.early_exit:
         from ..tools.early_exit import format_sweep, plot, sweep
         rows, singles = sweep(net, args.early_exit, args.iterations, repeats=args.repeats)
@@ -76,6 +78,24 @@ def run(args) -> int:
     means = score(net, args.iterations)
     print_means(net, means)
     return 0
+
+
+def uneven_passes(net, iterations: int) -> list[str]:
+    """A note per data layer whose ``iterations`` batches do not cover its records a whole number
+    of times: Caffe's `test -iterations` simply runs that many batches, so some records then
+    count more often than others in every average (on a small test set, visibly)."""
+    import math
+    feeder = net._data()
+    notes = []
+    for layer, records in feeder.records().items():
+        batch = feeder.batch_sizes()[layer]
+        if not records or iterations * batch % records == 0:
+            continue
+        whole = records // math.gcd(records, batch)         # the fewest batches that make whole passes
+        notes.append(f"note: {iterations} batches of {batch} are {iterations * batch / records:.2f} passes over "
+                     f"the {records} records of data layer '{layer}', so some records count more often "
+                     f"than others; --iterations {whole} scores each record equally")
+    return notes
 
 
 def score(net, iterations: int, out=None) -> dict[str, float]:
