@@ -19,7 +19,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from experiments.common import net_copy, set_field, solver_copy
+from experiments.common import SOLVER_ITERS, net_copy, set_field, solver_copy
 
 THRESHOLDS = "0.5,0.7,0.8,0.9,0.95,0.98,0.99,0.995,0.999,1.01"
 TEST_DIGITS, TEST_BATCH = 297, 99
@@ -61,7 +61,7 @@ def run(config: str, seed: int, threads: int, iters: int | None, workdir: Path) 
     net = net_copy(d)
     if dropout:
         with_dropout(net, dropout)
-    solver = solver_copy(d, "MULTIWAY", seed, int(edits.get("max_iter", iters or 400)), net)
+    solver = solver_copy(d, "MULTIWAY", seed, int(edits.get("max_iter", iters or SOLVER_ITERS)), net)
     text = set_field(solver.read_text(), "snapshot_prefix", f'"{d / "snap"}"')
     for field, value in edits.items():
         text = set_field(text, field, value)

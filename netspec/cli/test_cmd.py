@@ -16,6 +16,7 @@ examples:
 """
 from __future__ import annotations
 
+import math
 import sys
 
 from ..diagnostics import Diagnostic, NetspecError
@@ -84,11 +85,10 @@ def uneven_passes(net, iterations: int) -> list[str]:
     """A note per data layer whose ``iterations`` batches do not cover its records a whole number
     of times: Caffe's `test -iterations` simply runs that many batches, so some records then
     count more often than others in every average (on a small test set, visibly)."""
-    import math
     feeder = net._data()
-    notes = []
+    batches, notes = feeder.batch_sizes(), []
     for layer, records in feeder.records().items():
-        batch = feeder.batch_sizes()[layer]
+        batch = batches[layer]
         if not records or iterations * batch % records == 0:
             continue
         whole = records // math.gcd(records, batch)         # the fewest batches that make whole passes
