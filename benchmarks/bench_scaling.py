@@ -67,10 +67,18 @@ def worker(kind: str, mode: str, iters: int, out: str, opts: dict | None = None)
     ``opts`` (dist, issue 14): ``bucket_mb``, ``iter_size``; ``alternate`` (overlap on/off in one
     job, ``alternating``) or else DDP's all-reduce count (``ddp_count``)."""
     import torch
-    from netspec.solve.solver import Solver
     torch.set_flush_denormal(True)                 # as `netspec train` does
+    result = in_process(kind, mode, iters, opts or {})
+    if int(os.environ.get("RANK", 0)) == 0:
+        Path(out).write_text(json.dumps(result))
+    if kind == "dist":
+        from netspec.solve.distributed import shutdown
+        shutdown()                                 # the solver is garbage by now: see shutdown()
+
+
+def in_process(kind: str, mode: str, iters: int, opts: dict) -> dict:
+    from netspec.solve.solver import Solver
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    opts = opts or {}
     if kind == "dist":
         from netspec.solve.distributed import BUCKET_MB, DistributedSolver, init_from_env
         solver = DistributedSolver(init_from_env(str(solver_path(mode)), "cpu", 120.0),
@@ -81,24 +89,17 @@ def worker(kind: str, mode: str, iters: int, out: str, opts: dict | None = None)
         Alone = type("Alone", (Solver,), {"shard": (rank, world)})
         solver = Alone(solver_path(mode), log=lambda _: None)
     if opts:
-        result = alternating(solver, iters) if opts.get("alternate") else ddp_count(solver, iters)
-        if rank == 0:
-            Path(out).write_text(json.dumps(result))
-        shutdown()
-        return
+        return alternating(solver, iters) if opts.get("alternate") else ddp_count(solver, iters)
     solver.step(WARMUP)
     reducer = getattr(solver.executor, "reducer", None)
     if reducer is not None:
         reducer.waited_s = 0.0
     recs = solver.step(iters)
-    result = {"step_s": statistics.median(r["seconds"] for r in recs),
-              "comm_s": time_collectives(collective_sizes(solver)) if kind == "dist" else None,
-              "exposed_s": reducer.waited_s / iters if kind == "dist" and solver.executor.ddp is None
-              else None,
-              "reduced": reduction_volume(solver) if kind == "dist" else None}
-    if rank == 0:
-        Path(out).write_text(json.dumps(result))
-    shutdown()
+    return {"step_s": statistics.median(r["seconds"] for r in recs),
+            "comm_s": time_collectives(collective_sizes(solver)) if kind == "dist" else None,
+            "exposed_s": reducer.waited_s / iters if kind == "dist" and solver.executor.ddp is None
+            else None,
+            "reduced": reduction_volume(solver) if kind == "dist" else None}
 
 
 def alternating(solver, iters: int) -> dict:
@@ -132,14 +133,6 @@ def ddp_count(solver, iters: int) -> dict:
     recs = solver.step(iters)
     after = len(calls) if calls is not None else reducer.launched
     return {"ddp_calls": (after - before) / iters, "step_s": statistics.median(r["seconds"] for r in recs)}
-
-
-def shutdown() -> None:
-    """Leave the process group before exiting (gloo's threads can abort an exit that skips it)."""
-    import torch.distributed as dist
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 def count_ddp_all_reduces(solver) -> list:

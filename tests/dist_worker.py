@@ -7,11 +7,14 @@ size), ``nooverlap`` (RELAY/MULTIWAY reduce after each backward, not from gradie
 ``fails`` (the solver must be refused: its diagnostic is saved instead), ``stops`` (training
 must stop with a diagnostic, which is saved instead).  Besides the
 weights, each result holds the reducer's bucket counts (``launched``, ``early``: launched
-from a gradient hook while the backward ran)."""
+from a gradient hook while the backward ran); ``live_ddp_after_shutdown`` counts the DDP
+wrappers still alive once ``shutdown()`` has returned."""
+import gc
 import sys
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from netspec.diagnostics import NetspecError
 from netspec.solve.distributed import DistributedSolver, init_from_env, shutdown
@@ -54,9 +57,13 @@ def main(out: str, iters: int, specs: list[str]) -> None:
     for spec in specs:
         path, _, options = spec.partition("@")
         result[spec] = train(ctx, path, options.split(","), iters)
+    shutdown()
+    # a DDP wrapper alive after shutdown keeps the process group for interpreter teardown,
+    # where gloo's threads abort the exit ("terminate called without an active exception")
+    result["live_ddp_after_shutdown"] = sum(isinstance(o, DistributedDataParallel)
+                                            for o in gc.get_objects())
     if ctx.rank == 0:
         torch.save(result, out)
-    shutdown()
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ the same global batch would (see ``docs/distributed.md``).
 """
 from __future__ import annotations
 
+import gc
 import os
 import time
 from contextlib import contextmanager
@@ -108,6 +109,14 @@ def init_from_env(solver_path: str, gpu: str | None, timeout_s: float) -> DistCo
 
 
 def shutdown() -> None:
+    """Leave the process group; call it once the solvers are out of scope.
+
+    A process group that outlives ``destroy_process_group`` (a DDP wrapper in a reference
+    cycle still holds it) is destroyed during interpreter teardown, when gloo's threads can
+    no longer take the GIL: the rank then aborts with "terminate called without an active
+    exception" after a successful run.  Collecting the cycles first lets the group die here.
+    """
+    gc.collect()
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -540,14 +549,17 @@ def run_rank(args, train) -> int:
     solver)``; a failed collective ends this rank with E0900 instead of hanging."""
     timeout = timeout_seconds(args.dist_timeout)
     ctx = init_from_env(args.solver, args.gpu, timeout)
-    dtype = getattr(torch, args.dtype) if getattr(args, "dtype", None) else None   # --dtype float64
     with failures_as_diagnostics(ctx.rank, timeout):
-        solver = DistributedSolver(ctx, args.solver, sync_bn=args.sync_bn, bucket_mb=args.bucket_mb,
-                                   jsonl=args.log, input_shapes=dict(args.input_shape), dtype=dtype,
-                                   flush_denormal=True, compile=getattr(args, "compile", None))
-        code = train(args, solver)
+        code = train(args, _rank_solver(ctx, args))
     shutdown()        # only after success: a broken group may not tear down cleanly
     return code
+
+
+def _rank_solver(ctx: DistContext, args) -> DistributedSolver:
+    dtype = getattr(torch, args.dtype) if getattr(args, "dtype", None) else None   # --dtype float64
+    return DistributedSolver(ctx, args.solver, sync_bn=args.sync_bn, bucket_mb=args.bucket_mb,
+                             jsonl=args.log, input_shapes=dict(args.input_shape), dtype=dtype,
+                             flush_denormal=True, compile=getattr(args, "compile", None))
 
 
 def spawn_all_gpus(argv: list[str]) -> int:
