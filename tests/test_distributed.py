@@ -94,6 +94,12 @@ def finish(procs, timeout: float = 120) -> list[tuple[int, str]]:
     return out
 
 
+def failed(results: list[tuple[int, str]]) -> str:
+    """Each failed rank's exit code and the end of its output (pytest would cut the middle)."""
+    return "\n".join(f"rank {r} exited {code}:\n{text[-3000:]}"
+                     for r, (code, text) in enumerate(results) if code != 0)
+
+
 def weights(solver) -> dict:
     return {k: v.detach().clone() for k, v in solver.module.state_dict().items()}
 
@@ -122,7 +128,7 @@ def two_ranks(tmp_path_factory):
     solvers += [relay2 + "@bucket=0.001", relay2 + "@bucket=0.001,nooverlap"]  # 10, 11: RELAY, iter_size 2
     out = root / "ranks.pt"
     results = finish(launch([PY, str(WORKER), str(out), "3", *solvers]))
-    assert all(code == 0 for code, _ in results), results
+    assert all(code == 0 for code, _ in results), failed(results)
     return solvers, torch.load(out)
 
 
@@ -194,7 +200,7 @@ def test_float64_under_torchrun_trains_as_one_process_in_float64(tmp_path):
     solver = write_solver(tmp_path, "MULTIWAY", snapshot_after_train="true")
     results = finish(launch([PY, "-m", "netspec", "train", "--solver", str(solver), "--dtype",
                              "float64", "--bucket-mb", "0.001", "--dist-timeout", "60"]))
-    assert all(code == 0 for code, _ in results), results
+    assert all(code == 0 for code, _ in results), failed(results)
     got = torch.load(tmp_path / "snap_iter_3.netspec", weights_only=False)["weights"]
     one = Solver(solver, log=lambda _: None, dtype=torch.float64)
     one.step(3)
@@ -322,7 +328,7 @@ def test_a_nan_in_one_ranks_data_stops_every_rank_with_that_ranks_layer(tmp_path
     out = tmp_path / "ranks.pt"
     started = time.monotonic()
     results = finish(launch([PY, str(WORKER), str(out), "2", f"{path}@sync,stops"]))
-    assert all(code == 0 for code, _ in results), results
+    assert all(code == 0 for code, _ in results), failed(results)
     assert time.monotonic() - started < 45
     message = torch.load(out)[f"{path}@sync,stops"]["error"]
     assert "iteration 0: non-finite gradient" in message, message
