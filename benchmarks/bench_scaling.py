@@ -65,7 +65,7 @@ def solver_path(mode: str) -> Path:
 def worker(kind: str, mode: str, iters: int, out: str, opts: dict | None = None) -> None:
     """``kind``: "one" (whole batch), "dist" (a gloo rank), "alone" (a rank's slice, no comm).
     ``opts`` (dist, issue 14): ``bucket_mb``, ``iter_size``; ``alternate`` (overlap on/off in one
-    job, ``alternating``) or else DDP's all-reduce count (``ddp_count``)."""
+    job, ``alternating``) or else the bucket all-reduces per iteration (``count_all_reduces``)."""
     import torch
     torch.set_flush_denormal(True)                 # as `netspec train` does
     result = in_process(kind, mode, iters, opts or {})
@@ -89,7 +89,7 @@ def in_process(kind: str, mode: str, iters: int, opts: dict) -> dict:
         Alone = type("Alone", (Solver,), {"shard": (rank, world)})
         solver = Alone(solver_path(mode), log=lambda _: None)
     if opts:
-        return alternating(solver, iters) if opts.get("alternate") else ddp_count(solver, iters)
+        return alternating(solver, iters) if opts.get("alternate") else count_all_reduces(solver, iters)
     solver.step(WARMUP)
     reducer = getattr(solver.executor, "reducer", None)
     if reducer is not None:
@@ -123,7 +123,7 @@ def alternating(solver, iters: int) -> dict:
             for on, got in samples.items()} | {"comm_s": time_collectives(reducer_buckets(solver))}
 
 
-def ddp_count(solver, iters: int) -> dict:
+def count_all_reduces(solver, iters: int) -> dict:
     """Bucket all-reduces per iteration (DDP's, or RELAY/MULTIWAY's reducer's) and the median
     step time."""
     reducer = solver.executor.reducer
@@ -132,7 +132,7 @@ def ddp_count(solver, iters: int) -> dict:
     before = len(calls) if calls is not None else reducer.launched
     recs = solver.step(iters)
     after = len(calls) if calls is not None else reducer.launched
-    return {"ddp_calls": (after - before) / iters, "step_s": statistics.median(r["seconds"] for r in recs)}
+    return {"all_reduces": (after - before) / iters, "step_s": statistics.median(r["seconds"] for r in recs)}
 
 
 def count_ddp_all_reduces(solver) -> list:
@@ -260,7 +260,7 @@ def overlap_tables(modes: list[str], buckets: list[float], threads: int, iters: 
         for size in (1, 2):
             r = measure("dist", mode, 2, threads, iters, {"iter_size": size, "count": True,
                                                           "bucket_mb": min(buckets)})
-            lines.append(f"| {mode} | {min(buckets):g} | {size} | {r['ddp_calls']:g} | "
+            lines.append(f"| {mode} | {min(buckets):g} | {size} | {r['all_reduces']:g} | "
                          f"{r['step_s'] * 1e3:.1f} |")
             print(lines[-1], flush=True)
     return "\n".join(lines)

@@ -61,12 +61,12 @@ def run(config: str, seed: int, threads: int, iters: int | None, workdir: Path) 
     net = net_copy(d)
     if dropout:
         with_dropout(net, dropout)
-    solver = solver_copy(d, "MULTIWAY", seed, int(edits.get("max_iter", iters or SOLVER_ITERS)), net)
+    budget = iters or int(edits.get("max_iter", SOLVER_ITERS))      # --iters overrides the config's
+    solver = solver_copy(d, "MULTIWAY", seed, budget, net)
     text = set_field(solver.read_text(), "snapshot_prefix", f'"{d / "snap"}"')
     for field, value in edits.items():
-        text = set_field(text, field, value)
-    if iters:
-        text = set_field(text, "max_iter", str(iters))
+        if field != "max_iter":                                     # the budget, set above
+            text = set_field(text, field, value)
     solver.write_text(text)
     netspec(["train", "--solver", str(solver)], threads, d)
     weights = max(d.glob("snap_iter_*.netspec"), key=lambda p: p.stat().st_mtime)
