@@ -2,7 +2,9 @@
 scheduled iterations per BP mode, CLI paths."""
 from __future__ import annotations
 
+import gc
 import importlib.util
+import weakref
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ from netspec.cli import main as cli_main
 from netspec.compile.module import compile_net
 from netspec.lower import NetState
 from netspec.proto import caffe_pb2
-from netspec.tools.timing import Clock, format_markdown, layer_pass, synthetic_inputs, time_net
+from netspec.tools.timing import (Clock, format_markdown, layer_pass, statements_cached,
+                                  synthetic_inputs, time_net)
 
 from conftest import SHARED, shared_path
 
@@ -78,6 +81,19 @@ def test_layer_by_layer_backward_matches_the_whole_module(tmp_path):
     assert params and all(p in got for p in params)
     for p in params:
         torch.testing.assert_close(got[p], p.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_statements_cache_dies_with_its_module(two_losses):
+    """The per-statement cache goes with its compiled module.  A cache that outlived the
+    module (keyed by ``id(module)``) gave a later module at the same address the dead one's
+    statements: 'ResNet8CIFAR' object has no attribute 'ip1' (CI of stop 20)."""
+    compiled = compile_net(checked(two_losses), seed=1)
+    layers = [s.layer for s in statements_cached(compiled)[0]]
+    assert [l for l in layers if l in ("conv1", "ip1")] == ["conv1", "ip1"]
+    cls = weakref.ref(type(compiled.module))
+    del compiled
+    gc.collect()
+    assert cls() is None
 
 
 def test_time_net_reports_every_layer(tmp_path):

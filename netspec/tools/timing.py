@@ -277,14 +277,17 @@ def _var_name(compiled: Compiled, blob) -> str | None:
     return writes[-1] if writes else None
 
 
-_CACHE: dict[int, tuple] = {}
-
-
 def statements_cached(compiled: Compiled):
-    key = id(compiled.module)
-    if key not in _CACHE:
-        _CACHE[key] = statements(compiled)
-    return _CACHE[key]
+    """``statements(compiled)``, computed once per generated class.  The cache lives on the
+    class, which ``load_generated`` makes afresh for every compile, so it dies with the module;
+    a module-level dict keyed by ``id(module)`` outlived its module and handed its statements
+    to a later net that CPython placed at the same address."""
+    cls = type(compiled.module)
+    cached = cls.__dict__.get("__netspec_statements__")
+    if cached is None:
+        cached = statements(compiled)
+        cls.__netspec_statements__ = cached
+    return cached
 
 
 # -- whole-module totals -------------------------------------------------------------------
