@@ -2,7 +2,8 @@
 """Inference: netspec's TEST-phase build against hand-written PyTorch twins (issue 12).
 
     python benchmarks/bench_inference.py [--nets googlenet caffenet alexnet resnet50]
-                                         [--batches 1 16] [--repeats 7] [--iterations 2] [--smoke]
+                                         [--batches 1 16] [--repeats 7] [--iterations 2]
+                                         [--device cuda]
 
 Each net's inference build (``compile_net(..., inference=True)``: what ``netspec.Net(phase=
 "TEST")`` runs under ``torch.no_grad()``, ``netspec test`` and ``netspec time --phase TEST``)
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import ROOT, interleaved, ratio_stats  # noqa: E402
 from benchmarks.handwritten import INCEPTION_BRANCHES, INCEPTIONS, Inception  # noqa: E402
 from netspec.check import check_net, load  # noqa: E402
+from netspec.compile.inference import max_build  # noqa: E402
 from netspec.compile.module import compile_net, refold  # noqa: E402
 from netspec.lower import NetState  # noqa: E402
 
@@ -222,23 +224,30 @@ def check_equal(compiled, twin, x, rel: float = 1e-4) -> float:
     return diff
 
 
-def measure(name: str, batch: int, repeats: int, iterations: int, channels_last: bool = True) -> dict:
+def measure(name: str, batch: int, repeats: int, iterations: int, channels_last: bool = True,
+            device: torch.device = torch.device("cpu")) -> dict:
+    """One net at one batch on ``device``.  On CUDA, ``optimize=max`` is what ``Net(...,
+    optimize="max")`` runs (``max_build``: channels_last and torch.compile), and the twin it is
+    compared with gets the same treatment (channels_last + torch.compile)."""
     compiled, twin, x = build(name, batch)
-    diff = check_equal(compiled, twin, x)
-    module = compiled.module
+    diff = check_equal(compiled, twin, x)        # on the CPU, before anything moves
+    module, twin, x = compiled.module.to(device), twin.to(device), x.to(device)
     candidates = {"netspec": lambda: module(data=x), "twin": lambda: twin(x)}
     if channels_last:
         import copy
-        cl = copy.deepcopy(module).to(memory_format=torch.channels_last)
+        cl = copy.deepcopy(module)
+        run_max = max_build(cl, device) if device.type == "cuda" else cl.to(memory_format=torch.channels_last)
         refold(cl)
         cl_twin = copy.deepcopy(twin).to(memory_format=torch.channels_last)
+        run_twin = torch.compile(cl_twin) if device.type == "cuda" else cl_twin
         xc = x.contiguous(memory_format=torch.channels_last)
-        candidates |= {"netspec max": lambda: cl(data=xc), "twin cl": lambda: cl_twin(xc)}
+        candidates |= {"netspec max": lambda: run_max(data=xc), "twin cl": lambda: run_twin(xc)}
     with torch.inference_mode():
-        times = interleaved(candidates, repeats, iterations, warmup=1)
-    row = {"net": name, "batch": batch, "repeats": repeats, "iterations": iterations, "max_abs_diff": diff,
-           "netspec_ms": statistics.median(times["netspec"]) * 1e3, "twin_ms": statistics.median(times["twin"]) * 1e3,
-           "ratio": ratio_stats(times["netspec"], times["twin"])}
+        times = interleaved(candidates, repeats, iterations, warmup=2 if device.type == "cuda" else 1,
+                            device=device)
+    row = {"net": name, "batch": batch, "device": str(device), "repeats": repeats, "iterations": iterations,
+           "max_abs_diff": diff, "netspec_ms": statistics.median(times["netspec"]) * 1e3,
+           "twin_ms": statistics.median(times["twin"]) * 1e3, "ratio": ratio_stats(times["netspec"], times["twin"])}
     if channels_last:
         row |= {"max_ms": statistics.median(times["netspec max"]) * 1e3,
                 "ratio_max": ratio_stats(times["netspec max"], times["twin"]),
@@ -270,7 +279,10 @@ def main(argv=None) -> None:
     ap.add_argument("--iterations", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cuda: time on the GPU (CUDA events); optimize=max is "
+                    "then channels_last + torch.compile, against the twin compiled the same way")
     args = ap.parse_args(argv)
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     rows = []
     for name in args.nets:
@@ -278,9 +290,10 @@ def main(argv=None) -> None:
             print(f"{name}: not measured, {FILES[name]} is absent")
             continue
         for batch in args.batches:
-            rows.append(measure(name, batch, args.repeats, args.iterations, not args.no_channels_last))
+            rows.append(measure(name, batch, args.repeats, args.iterations, not args.no_channels_last, device))
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    print(markdown(rows))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
+    print(f"Device: {name}\n\n" + markdown(rows))
 
 
 if __name__ == "__main__":

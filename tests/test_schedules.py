@@ -47,7 +47,7 @@ def solver(mode: str, **mw) -> caffe_pb2.SolverParameter:
     return p
 
 
-def executor(text: str, param, seed: int = 3) -> Executor:
+def executor(text: str, param, seed: int = 3, device: str = "cpu") -> Executor:
     net = checked(text)
     sched = build_schedule(net, param)
     specs = {}
@@ -55,7 +55,7 @@ def executor(text: str, param, seed: int = 3) -> Executor:
         for i in range(len(node.impl.blobs)):
             specs[f"{node.name}/{i}"] = (node.impl.lr_mult(i), node.impl.decay_mult(i))
     slots = {s.slot for s in sched.steps if isinstance(s, Update)}
-    ex = Executor(net, sched, {s: CaffeUpdate(param, specs) for s in slots}, seed=seed,
+    ex = Executor(net, sched, {s: CaffeUpdate(param, specs) for s in slots}, seed=seed, device=device,
                   dtype=torch.float64, scale_head_gradients=param.multiway_param.scale_head_gradients)
     return ex
 
@@ -261,20 +261,33 @@ def reference_conv_multiway(W, data, order, shared=True):
     (("loss_aux", "loss"), True), (("loss", "loss_aux"), True),
     (("loss_aux", "loss"), False), (("loss", "loss_aux"), False)])
 def test_multiway_matches_algorithm_1_on_a_conv_net(order, shared):
+    check_conv_multiway_against_algorithm_1(order, shared, "cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("order, shared", [(("loss_aux", "loss"), True), (("loss", "loss_aux"), False)])
+def test_multiway_matches_algorithm_1_on_a_conv_net_on_cuda(order, shared):
+    """The same oracle (computed on the CPU) for an executor on the GPU: cuDNN's float64
+    kernels sum in another order, nothing more."""
+    check_conv_multiway_against_algorithm_1(order, shared, "cuda")
+
+
+def check_conv_multiway_against_algorithm_1(order, shared, device):
     kw = {"shared_forward": shared}
     if order[0] == "loss":
         kw["order"] = caffe_pb2.MultiwayParameter.DEEP_TO_SHALLOW
-    ex = executor(CONV, solver("MULTIWAY", **kw))
-    W = {k: v.detach().clone() for k, v in ex.params.items()}
+    ex = executor(CONV, solver("MULTIWAY", **kw), device=device)
+    W = {k: v.detach().cpu().clone() for k, v in ex.params.items()}
     g = torch.Generator().manual_seed(1)
     data = [{"data": torch.randn(4, 2, 6, 6, generator=g, dtype=torch.float64),
              "label": torch.randint(0, 3, (4,), generator=g).double()} for _ in range(3)]
     for it, b in enumerate(data):
-        ex.iteration([b], it, {})
+        ex.iteration([{k: v.to(device) for k, v in b.items()}], it, {})
     ref = reference_conv_multiway(W, data, order, shared)
     assert set(ref) == set(ex.params)
     for k, v in ex.params.items():
-        np.testing.assert_allclose(v.detach().numpy(), ref[k].numpy(), rtol=0, atol=1e-10, err_msg=k)
+        assert v.device.type == device
+        np.testing.assert_allclose(v.detach().cpu().numpy(), ref[k].numpy(), rtol=0, atol=1e-10, err_msg=k)
 
 
 # ------------------------------------------------------------------ JOINT and RELAY
