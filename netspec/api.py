@@ -169,7 +169,7 @@ class Net:
                                            help=[f"its inputs are {', '.join(self.inputs) or 'none'}"])])
         missing = [k for k in self.inputs if k not in feed]
         if missing and self.has_data_layers:
-            batch = next(self._data())
+            batch = next(self.feeder)
             feed |= {k: batch[k].to(self.device) for k in missing if k in batch}
             missing = [k for k in missing if k not in feed]
         if missing:
@@ -186,7 +186,11 @@ class Net:
         """Whether the net reads batches from data layers (HDF5Data, Data, ImageData, ...)."""
         return any(n.impl.is_data and not n.impl.generates and n.type != "Input" for n in self.net.graph.layers())
 
-    def _data(self):
+    @property
+    def feeder(self):
+        """The net's data layers as a ``Feeder`` (made on first use): ``next(net.feeder)`` is
+        the batch ``forward()`` would read, blob name -> tensor; ``records()`` counts each
+        layer's records and ``batch_sizes()`` its batch."""
         if self._feeder is None:
             from .data import Feeder
             self._feeder = Feeder(self.net, self.net.state.phase, self.seed)

@@ -145,6 +145,20 @@ def test_forward_reads_the_data_layers(tmp_path):
     assert not torch.equal(first, net.blobs["label"])               # the next batch
 
 
+def test_the_feeder_is_the_stream_forward_reads(tmp_path):
+    """``net.feeder`` is the public face of forward()'s data: a batch taken from it is the one
+    forward() would have read, and forward() goes on with the batch after it."""
+    a, b = (netspec.Net(tiny_net(tmp_path), phase="TEST") for _ in range(2))
+    assert a.feeder is a.feeder
+    assert sum(a.feeder.records().values()) > 0 and set(a.feeder.batch_sizes().values()) == {33}
+    taken = next(a.feeder)
+    b.forward()
+    assert torch.equal(taken["label"], b.blobs["label"].cpu())
+    a.forward()
+    b.forward()
+    assert torch.equal(a.blobs["label"], b.blobs["label"])
+
+
 # -- weights ----------------------------------------------------------------------------------
 
 def test_save_and_load_round_trip(small, tmp_path):

@@ -85,7 +85,7 @@ def uneven_passes(net, iterations: int) -> list[str]:
     """A note per data layer whose ``iterations`` batches do not cover its records a whole number
     of times: Caffe's `test -iterations` simply runs that many batches, so some records then
     count more often than others in every average (on a small test set, visibly)."""
-    feeder = net._data()
+    feeder = net.feeder
     batches, notes = feeder.batch_sizes(), []
     for layer, records in feeder.records().items():
         batch = batches[layer]

@@ -167,7 +167,7 @@ def sweep(net, thresholds: list[float], iterations: int, label: str | None = Non
     exit's loss's second bottom)."""
     runners = [EarlyExit(net, t) for t in thresholds]
     base = runners[0] if runners else EarlyExit(net, 1.0)
-    batches = [{k: v for k, v in next(net._data()).items()} for _ in range(iterations)]
+    batches = [{k: v for k, v in next(net.feeder).items()} for _ in range(iterations)]
     label = label or _label_blob(net, base, batches[0])
     feeds = [{k: v.to(net.device) for k, v in b.items() if k in base.compiled.generated.inputs} for b in batches]
     rows = [SweepRow(t, 0.0, 0.0, [0.0] * len(base.exits)) for t in thresholds]
