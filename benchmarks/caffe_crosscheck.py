@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import netspec  # noqa: E402
+from benchmarks.common import vary_biases  # noqa: E402
 from netspec.cli.main import main as netspec_main  # noqa: E402
 
 ZOO = Path(os.environ.get("NETSPEC_SHARED", ROOT.parent / "shared")) / "caffe-zoo" / "models"
@@ -95,11 +96,7 @@ def googlenet_cases(xc: Path, repeats: int) -> list[tuple[dict, dict]]:
     shapes = ["--input-shape", "data=1,3,224,224", "--input-shape", "label=1"]
     full = netspec.Net(path, phase="TEST", input_shapes={"data": (1, 3, 224, 224), "label": (1,)}, seed=2)
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():                     # the fillers leave biases at 0.2/0: make them vary
-        for blobs in full.params.values():
-            for b in blobs:
-                if b.dim() == 1:
-                    b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+    vary_biases(full, g)
     weights = full.save(xc / "googlenet.netspec")
     x = torch.randn(1, 3, 224, 224, generator=g)
     with torch.no_grad():

@@ -109,6 +109,16 @@ def compile_file(path: Path, phase: str = "TRAIN", input_shapes: dict | None = N
     return net, compile_net(net, seed=0, fuse=True)
 
 
+def vary_biases(net, generator: torch.Generator) -> None:
+    """Draw every 1-d blob of a ``netspec.Net`` from N(0, 0.1^2): Caffe's fillers leave biases
+    constant (0.2 or 0), and a bias mixed up between layers would not show."""
+    with torch.no_grad():
+        for blobs in net.params.values():
+            for b in blobs:
+                if b.dim() == 1:
+                    b.copy_(torch.randn(b.shape, generator=generator) * 0.1)
+
+
 def objective(net, tops: dict) -> torch.Tensor:
     """Caffe's training objective sum_i loss_weight_i * top_i over the net's losses."""
     return sum(w * tops[t.name] for loss in net.losses for t, w in loss.tops)

@@ -13,6 +13,8 @@ from netspec.interop.export_net import build_export, write_prototxt, write_pytho
 from netspec.lower import NetState
 from netspec.tools.macs import exits
 
+from benchmarks.common import vary_biases
+
 from conftest import shared_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,11 +113,7 @@ def test_googlenet_aux_heads_export_bit_identically(tmp_path):
     shapes = {"data": (1, 3, 224, 224), "label": (1,)}
     full = netspec.Net(path, phase="TEST", input_shapes=shapes, seed=2)
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():                       # the zoo file's fillers are fine, but make biases nonzero
-        for blobs in full.params.values():
-            for b in blobs:
-                if b.dim() == 1:
-                    b.copy_(torch.randn(b.shape, generator=g) * 0.1)
+    vary_biases(full, g)
     weights = full.save(tmp_path / "g.netspec")
     x = torch.randn(1, 3, 224, 224, generator=g)
     with torch.no_grad():
