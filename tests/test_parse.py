@@ -71,6 +71,25 @@ def test_syntax_errors_are_located(text, code, line, col):
     assert d.render().startswith(f"bad.prototxt:{line}:{col}: error[{code}]")
 
 
+@pytest.mark.parametrize("text, help", [
+    ('name: "n"\nlayer {\n  name: "x"\n  top: "x"\n', "'layer {' at line 2, column 7 is never closed: add '}'"),
+    ('layer { p { shape { dim: 1 } }\nlayer {\n', "'layer {' at line 2, column 7 is never closed"),
+    ('layer { p { shape { dim: 1 }\n', "'p {' at line 1, column 11 is never closed"),
+    ('a <\n b: 1', "'a <' at line 1, column 3 is never closed: add '>'"),
+    ('a: [1, 2', "'a: [' at line 1, column 4 is never closed: add ']'"),
+    ('base_lr: 0.1\nmomentum:\n', "the last field has no value: write `name: value`"),
+    ('base_lr', "a field name needs `: value` or `{ ... }` after it"),
+])
+def test_an_early_end_of_file_says_what_is_missing(text, help):
+    """At an early end of file the help names what the file lacks: the innermost bracket still
+    open (with its field, line and column), a field's value, or the rest of a field."""
+    with pytest.raises(NetspecError) as e:
+        parse_text(text, "bad.prototxt")
+    d = e.value.diagnostics[0]
+    assert (d.code, d.message) == ("E0100", "unexpected end of file")
+    assert len(d.help) == 1 and d.help[0].startswith(help), d.help
+
+
 def test_grammar_is_lalr_and_kept_in_a_lark_file():
     from netspec.parse import parser
     assert parser._GRAMMAR.suffix == ".lark"

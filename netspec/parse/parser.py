@@ -106,7 +106,7 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic
         last = end.count("\n") + 1
         lcol = len(end.rsplit("\n", 1)[-1]) + 1
         return Diagnostic("E0100", "unexpected end of file", _point(path, last, max(1, lcol - 1)),
-                          help=["a message opened with '{' or '<' is not closed"])
+                          help=[_eof_help(set(getattr(exc, "expected", ())), text)])
     assert isinstance(exc, UnexpectedToken)
     tok = exc.token
     expected = sorted({_TOKEN_WORDS.get(t, repr(t)) for t in exc.expected})
@@ -117,6 +117,43 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, path: str) -> Diagnostic
     return Diagnostic("E0100", f"unexpected {what}",
                       _point(path, line, col, len(tok.value.split("\n")[0]) or 1),
                       help=["expected " + ", ".join(expected)] if expected else [])
+
+
+_CLOSERS = {"LBRACE": ("RBRACE", "{", "}"), "LESSTHAN": ("MORETHAN", "<", ">"), "LSQB": ("RSQB", "[", "]")}
+
+
+def _eof_help(expected: set[str], text: str) -> str:
+    """What the file lacks at its end: a field's value, the rest of a field, or the closing
+    bracket of the innermost '{', '<' or '[' still open (named by line and column)."""
+    if expected & {"NUMBER", "STRING", "SIGNED_NAME"}:
+        return "the last field has no value: write `name: value`"
+    if "COLON" in expected:
+        return "a field name needs `: value` or `{ ... }` after it"
+    opener = _innermost_open(text)
+    if opener is None:
+        return "a message opened with '{' or '<' is not closed"
+    tok, field = opener
+    _, open_ch, close_ch = _CLOSERS[tok.type]
+    sep = ": " if tok.type == "LSQB" else " "           # a list is only ever a field's value
+    what = f"'{field}{sep}{open_ch}'" if field else f"'{open_ch}'"
+    return f"{what} at line {tok.line}, column {tok.column} is never closed: add '{close_ch}' after its last entry"
+
+
+def _innermost_open(text: str):
+    """(bracket token, the field name before it or None) of the innermost bracket still open
+    at the end of ``text``; None if all close or the text does not lex."""
+    stack, name = [], None
+    try:
+        for tok in _lark().lex(text):
+            if tok.type in _CLOSERS:
+                stack.append((tok, name))
+            elif stack and tok.type == _CLOSERS[stack[-1][0].type][0]:
+                stack.pop()
+            if tok.type != "COLON":
+                name = str(tok) if tok.type == "NAME" else None
+    except UnexpectedInput:
+        return None
+    return stack[-1] if stack else None
 
 
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "'": "'", "\\": "\\", "?": "?",
