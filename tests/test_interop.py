@@ -21,7 +21,7 @@ from netspec.interop.caffemodel import copy_blobs, load_caffemodel, load_weights
 from netspec.interop.export import caffemodel_bytes, write_caffemodel
 from netspec.lower import NetState
 from netspec.proto import caffe_pb2
-from conftest import shared_path
+from conftest import REPO, shared_path
 from oracle_harness import ORACLE, manifest
 
 NET_CASES = [c for c in manifest() if c["kind"] in ("layer", "net")]
@@ -272,7 +272,18 @@ def test_train_weights_flag_loads_caffemodels_and_reports_errors(tmp_path, monke
     np.testing.assert_allclose(w[keys("conv", 0)].numpy(), traj["param/conv/0"][3], rtol=1e-4, atol=1e-6)
     capsys.readouterr()
     assert main(["train", "--solver", "solver.prototxt", "--weights", "net.prototxt", "--gpu", "cpu"]) == 1
-    assert "not a valid .caffemodel" in capsys.readouterr().err
+    assert "nor a valid .caffemodel" in capsys.readouterr().err
+
+
+def test_a_damaged_snapshot_names_both_weight_formats(tmp_path, capsys):
+    """A .netspec file whose zip header is gone is read as a .caffemodel by its content; the
+    error names both formats and says what to do about a snapshot."""
+    bad = tmp_path / "run_iter_10.netspec"
+    bad.write_bytes(bytes(range(7, 250)) * 4)
+    assert main(["test", "--model", str(REPO / "models" / "digits" / "deep_plain.prototxt"), "--weights", str(bad), "--iterations", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "error[E0700]" in err and "neither a netspec snapshot" in err and "nor a valid .caffemodel" in err
+    assert "use an earlier one" in err and "Traceback" not in err
 
 
 def test_convert_to_caffemodel_from_a_snapshot(tmp_path, monkeypatch, capsys):

@@ -81,10 +81,14 @@ def _parse_netparameter(path: str | Path):
         net.ParseFromString(raw)
     except (DecodeError, RuntimeWarning, ValueError) as e:
         help_ = ["the file may be truncated or not a Caffe model"]
+        if Path(p).suffix == ".netspec":
+            help_ = ["the snapshot may be truncated or overwritten; use an earlier one"]
         if raw.lstrip()[:5] in (b"name:", b"layer", b"input"):
             help_ = ["this looks like a text .prototxt; weights are the binary .caffemodel Caffe writes"]
-        raise NetspecError([Diagnostic("E0700", f"'{p}' is not a valid .caffemodel (binary NetParameter): "
-                                       f"{e}", help=help_)]) from None
+        # only a zip or pickle header makes a file a snapshot (is_caffemodel): say both formats
+        raise NetspecError([Diagnostic("E0700", f"'{p}' is neither a netspec snapshot (a torch zip archive) "
+                                       f"nor a valid .caffemodel (binary NetParameter): {e}",
+                                       help=help_)]) from None
     return net
 
 
