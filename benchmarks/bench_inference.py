@@ -38,7 +38,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import ROOT, interleaved, ratio_stats  # noqa: E402
-from benchmarks.handwritten import INCEPTION_BRANCHES, INCEPTIONS, Inception  # noqa: E402
+from benchmarks.handwritten import INCEPTION_BRANCHES, INCEPTIONS, GoogLeNetTrunk  # noqa: E402
 from netspec.check import check_net, load  # noqa: E402
 from netspec.compile.inference import max_build  # noqa: E402
 from netspec.compile.module import compile_net, refold  # noqa: E402
@@ -57,25 +57,12 @@ def available(name: str) -> bool:
 
 
 # -- twins ---------------------------------------------------------------------------------
-class GoogLeNetDeploy(nn.Module):
+class GoogLeNetDeploy(GoogLeNetTrunk):
     """BVLC GoogLeNet deploy: the main classifier only, softmax on top."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3)
-        self.conv2_reduce = nn.Conv2d(64, 64, 1)
-        self.conv2 = nn.Conv2d(64, 192, 3, padding=1)
-        self.inception = nn.ModuleDict({k: Inception(*v) for k, v in INCEPTIONS.items()})
-        self.classifier = nn.Linear(1024, 1000)
 
     def forward(self, x):
         inc = self.inception
-        x = F.max_pool2d(F.relu(self.conv1(x)), 3, 2, ceil_mode=True)
-        x = F.local_response_norm(x, 5, 1e-4, 0.75, 1.0)
-        x = F.local_response_norm(F.relu(self.conv2(F.relu(self.conv2_reduce(x)))), 5, 1e-4, 0.75, 1.0)
-        x = F.max_pool2d(x, 3, 2, ceil_mode=True)
-        x = F.max_pool2d(inc["3b"](inc["3a"](x)), 3, 2, ceil_mode=True)
-        x = inc["4e"](inc["4d"](inc["4c"](inc["4b"](inc["4a"](x)))))
+        x = inc["4e"](inc["4d"](inc["4c"](inc["4b"](inc["4a"](self.to_4a(x))))))
         x = F.max_pool2d(x, 3, 2, ceil_mode=True)
         x = F.avg_pool2d(inc["5b"](inc["5a"](x)), 7, 1).flatten(1)
         return F.softmax(self.classifier(x), 1)

@@ -160,8 +160,8 @@ INCEPTIONS = {"3a": (192, 64, 96, 128, 16, 32, 32), "3b": (256, 128, 128, 192, 3
               "5b": (832, 384, 192, 384, 48, 128, 128)}
 
 
-class HandGoogLeNet(nn.Module):
-    """BVLC GoogLeNet for training (LRN after the stem, aux heads after 4a and 4d)."""
+class GoogLeNetTrunk(nn.Module):
+    """What both hand-written GoogLeNets share: the stem, nine inceptions, the main classifier."""
 
     def __init__(self):
         super().__init__()
@@ -169,17 +169,28 @@ class HandGoogLeNet(nn.Module):
         self.conv2_reduce = nn.Conv2d(64, 64, 1)
         self.conv2 = nn.Conv2d(64, 192, 3, padding=1)
         self.inception = nn.ModuleDict({k: Inception(*v) for k, v in INCEPTIONS.items()})
-        self.aux1, self.aux2 = AuxHead(512), AuxHead(528)
         self.classifier = nn.Linear(1024, 1000)
 
-    def forward(self, data, label):
-        label, inc = label.long(), self.inception
-        x = F.max_pool2d(F.relu(self.conv1(data)), 3, 2, ceil_mode=True)
+    def to_4a(self, x):
+        """conv1 .. inception 3b and its pooling: the input of inception 4a."""
+        inc = self.inception
+        x = F.max_pool2d(F.relu(self.conv1(x)), 3, 2, ceil_mode=True)
         x = F.local_response_norm(x, 5, 1e-4, 0.75, 1.0)
         x = F.local_response_norm(F.relu(self.conv2(F.relu(self.conv2_reduce(x)))), 5, 1e-4, 0.75, 1.0)
         x = F.max_pool2d(x, 3, 2, ceil_mode=True)
-        x = F.max_pool2d(inc["3b"](inc["3a"](x)), 3, 2, ceil_mode=True)
-        x = inc["4a"](x)
+        return F.max_pool2d(inc["3b"](inc["3a"](x)), 3, 2, ceil_mode=True)
+
+
+class HandGoogLeNet(GoogLeNetTrunk):
+    """BVLC GoogLeNet for training (LRN after the stem, aux heads after 4a and 4d)."""
+
+    def __init__(self):
+        super().__init__()
+        self.aux1, self.aux2 = AuxHead(512), AuxHead(528)
+
+    def forward(self, data, label):
+        label, inc = label.long(), self.inception
+        x = inc["4a"](self.to_4a(data))
         loss1 = self.aux1(x, label)            # before 4b: dropout draws in the net's order
         x = inc["4d"](inc["4c"](inc["4b"](x)))
         loss2 = self.aux2(x, label)
