@@ -10,7 +10,7 @@ from netspec.check import check_net, load
 from netspec.cli.main import main
 from netspec.compile.codegen import default_outputs
 from netspec.compile.module import compile_net, runtime_error
-from netspec.diagnostics import Diagnostics, NetspecError
+from netspec.diagnostics import Diagnostics
 from netspec.lower import NetSource, NetState
 from netspec.parse import parse_text
 from netspec.proto import caffe_pb2
@@ -77,6 +77,23 @@ def test_generated_source_is_one_statement_per_layer_with_prototxt_lines():
     assert "conv1_1 = F.relu(conv1)  # small.prototxt:6 relu1 (ReLU)" in src
     assert "self.conv1_b = nn.Conv2d(3, 2, kernel_size=(3, 3)" in src
     assert "import netspec" not in src
+
+
+def test_long_class_constants_are_one_entry_per_line():
+    """INPUTS/OUTPUTS/CAFFE_LAYERS that fit in 100 columns stay on one line; a longer one (a
+    40-layer chain's CAFFE_LAYERS) is one entry per line, and the module holds the same mapping."""
+    def chain(n):
+        return SMALL.split("layer { name: \"conv1\"")[0] + "".join(
+            f'layer {{ name: "relu{i}" type: "ReLU" bottom: "data" top: "data" }}\n' for i in range(n))
+    short = compile_net(checked(chain(1)), seed=0).generated.source
+    assert "    INPUTS = ('data', 'label')\n" in short
+    assert "    CAFFE_LAYERS = {'data': 'data', 'relu0': 'relu0'}\n" in short
+    c = compile_net(checked(chain(40)), seed=0)
+    lines = c.generated.source.splitlines()
+    start = lines.index("    CAFFE_LAYERS = {")
+    assert lines[start + 1:start + 3] == ["        'data': 'data',", "        'relu0': 'relu0',"]
+    assert lines[start + 42] == "    }" and max(len(line) for line in lines[start:start + 43]) < 100
+    assert c.module.CAFFE_LAYERS == c.generated.attrs and len(c.module.CAFFE_LAYERS) == 41
 
 
 def test_only_requested_outputs_are_compiled():
