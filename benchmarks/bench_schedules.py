@@ -201,8 +201,8 @@ def measure(batch: int, repeats: int, iterations: int, profile: bool = False, n:
 
 def markdown(result: dict) -> str:
     k = result["k"]
-    lines = [f"| mode | ms/iter | ratio to STANDARD (median) | range | cost model (MAdds ratio) | "
-             f"GMAdds/iter | time model (per-layer ms ratio) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| mode | ms/iter | ratio to STANDARD (median) | range | cost model (MAdds ratio) | "
+             "GMAdds/iter | time model (per-layer ms ratio) |", "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['mode']} | {r['ms']:.0f} | {r['ratio']:.2f} | {r['ratio_min']:.2f}-"
                      f"{r['ratio_max']:.2f} | {r['model']:.2f} | {r['madds_g']:.2f} | {r['time_model']:.2f} |")

@@ -12,12 +12,11 @@ import torch
 
 import netspec
 from netspec.cli.main import main
-from netspec.diagnostics import NetspecError
 from netspec.pycaffe import PythonLayer
 from netspec.pycaffe.runner import _PythonFunction
 
 from cli_util import DIGITS
-from conftest import REPO, shared_path
+from conftest import shared_path
 
 TORCH_LAYERS = '''
 import torch

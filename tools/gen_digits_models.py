@@ -81,8 +81,8 @@ def net(scopes: str = "") -> str:
         parts.append(conv(i, bottom))
         bottom = f"conv{i}"
         if i == 6:
-            parts.append(f'layer {{ name: "pool1" type: "Pooling" bottom: "conv6" top: "pool1"\n'
-                         f'  pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}')
+            parts.append('layer { name: "pool1" type: "Pooling" bottom: "conv6" top: "pool1"\n'
+                         '  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }')
             bottom = "pool1"
         if i in EXITS:
             parts.append(head(EXITS[i], f"conv{i}", 0.3, scope))

@@ -19,7 +19,7 @@ def to_svg(drawing, placed, standalone: bool = True) -> str:
            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
            'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555555"/>'
            '</marker></defs>',
-           f'<rect width="100%" height="100%" fill="#ffffff"/>',
+           '<rect width="100%" height="100%" fill="#ffffff"/>',
            '<g id="viewport">']
     out += [_item(i) for i in scene.items]
     out.append("</g></svg>")
