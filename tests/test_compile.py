@@ -75,7 +75,7 @@ def test_generated_source_is_one_statement_per_layer_with_prototxt_lines():
     src = c.generated.source
     assert "conv1 = self.conv1(data)  # small.prototxt:4 conv1 (Convolution) -> (4, 3, 10, 10)" in src
     assert "conv1_1 = F.relu(conv1)  # small.prototxt:6 relu1 (ReLU)" in src
-    assert "self.conv1_b = nn.Conv2d(3, 2, kernel_size=(3, 3)" in src
+    assert "self.conv1_b = nn.Conv2d(3, 2, kernel_size=3)  # small.prototxt:7 conv1/b (Convolution)" in src
     assert "import netspec" not in src
 
 

@@ -19,15 +19,21 @@ def infer_shapes(graph: NetGraph, src, diags: Diagnostics,
     for node in graph.layers():
         bottoms = [shapes.get(b) for b in node.bottoms]
         tops = _layer_tops(node, bottoms, src, diags)
+        failed = tops is None
+        if failed:
+            tops = [None] * len(node.tops)
         if node.impl.is_data:
             tops = [_input_shape(node, j, t, overrides, src, diags) for j, t in enumerate(tops)]
         for blob, shape in zip(node.tops, tops):
             shapes[blob] = shape
-        params[node.name] = _blob_shapes(node, bottoms, src, diags)
+        # a layer whose shapes were rejected would report the same error again for its blobs
+        params[node.name] = [] if failed else _blob_shapes(node, bottoms, src, diags)
     return shapes, params
 
 
-def _layer_tops(node, bottoms: list[Shape], src, diags) -> list[Shape]:
+def _layer_tops(node, bottoms: list[Shape], src, diags) -> list[Shape] | None:
+    """The layer's top shapes (None each where a bottom's is unknown); None when the layer
+    rejects its bottoms (the error is in ``diags``)."""
     n = len(node.tops)
     if not node.impl.is_data and any(b is None for b in bottoms):
         return [None] * n
@@ -38,7 +44,7 @@ def _layer_tops(node, bottoms: list[Shape], src, diags) -> list[Shape]:
         diags.error(e.code, f"layer '{node.name}' ({node.type}): {e.message}",
                     src.span(node.path + e.field) if e.field else src.span(node.path + ("name",)),
                     help=e.help, notes=([f"bottom shapes: {shown}"] if shown else []) + e.notes)
-        return [None] * n
+        return None
     assert len(tops) == n, f"{node.type}.infer returned {len(tops)} shapes for {n} tops"
     return tops
 

@@ -23,6 +23,14 @@ def spatial_values(layer: Layer, name: str, n: int, default: int) -> list[int]:
         if rep:
             raise LayerError(f"give either {rep_name} or {name}_h/{name}_w, not both",
                              layer.field(rep_name, 0))
+        missing = [a for a in "hw" if not p.HasField(f"{name}_{a}")]
+        if missing and default != 0:        # Caffe reads the pair together: the unset one is 0
+            given = "w" if missing == ["h"] else "h"
+            value = getattr(p, f"{name}_{given}")
+            raise LayerError(f"{name}_{given} is given without {name}_{missing[0]}, which Caffe then "
+                             f"reads as 0", layer.field(f"{name}_{given}"),
+                             help=[f"add `{name}_{missing[0]}: {value}` (or the value you mean), "
+                                   f"or write `{rep_name}: {value}` for both axes"])
         return [getattr(p, f"{name}_h"), getattr(p, f"{name}_w")]
     if not rep:
         if default < 0:
@@ -115,9 +123,21 @@ class _ConvBase(Layer):
         cls = self.torch_class + f"{len(kernel)}d"
         c = self.channels(shapes)
         args = self.torch_channels(c)
-        return (f"nn.{cls}({args[0]}, {args[1]}, kernel_size={tuple(kernel)}, stride={tuple(stride)}, "
-                f"padding={tuple(pad)}, dilation={tuple(dilation)}, groups={self.p.group}, "
-                f"bias={self.p.bias_term})")
+        # torch's defaults are left out and a square geometry is one number, as a person writes it
+        parts = [str(args[0]), str(args[1]), f"kernel_size={_terse(kernel)}"]
+        for name, value, default in (("stride", stride, 1), ("padding", pad, 0), ("dilation", dilation, 1)):
+            if any(v != default for v in value):
+                parts.append(f"{name}={_terse(value)}")
+        if self.p.group != 1:
+            parts.append(f"groups={self.p.group}")
+        if not self.p.bias_term:
+            parts.append("bias=False")
+        return f"nn.{cls}({', '.join(parts)})"
+
+
+def _terse(values) -> str:
+    values = tuple(values)
+    return str(values[0]) if len(set(values)) == 1 else str(values)
 
 
 @register

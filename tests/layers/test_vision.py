@@ -199,6 +199,32 @@ def test_pool_parameter_errors(text, match):
         build(layer, x=np.zeros((1, 1, 6, 6)))
 
 
+@pytest.mark.parametrize("text,match", [
+    ("stride_w: 2", "stride_w is given without stride_h, which Caffe then reads as 0"),
+    ("kernel_h: 3 kernel_w: 3 stride_h: 2", "stride_h is given without stride_w"),
+    ("kernel_size: 3 kernel_h: 3 kernel_w: 3", "either kernel_size or kernel_h/kernel_w"),
+    ("stride: 0", r"stride must be positive, got \[0, 0\]"),
+    ("dilation: 0", "dilation must be positive"),
+])
+def test_convolution_geometry_errors_are_reported_once(text, match):
+    """Caffe's pair rule for the _h/_w fields (the one not given is 0), and each geometry
+    error once: shape inference and the blob shapes used to report it twice."""
+    extra = "" if "kernel" in text else "kernel_size: 3 "
+    layer = (f'layer {{ name: "c" type: "Convolution" bottom: "x" top: "y" '
+             f'convolution_param {{ num_output: 2 {extra}{text} }} }}')
+    with pytest.raises(NetspecError, match=match) as e:
+        build(layer, x=np.zeros((1, 1, 6, 6)))
+    errors = [d.message for d in e.value.diagnostics if d.is_error]
+    assert len(errors) == 1, errors
+
+
+def test_padding_alone_on_one_axis_is_caffe_valid():
+    """pad_h without pad_w is fine in Caffe (pad_w stays 0): no pair error for pad."""
+    layer = ('layer { name: "c" type: "Convolution" bottom: "x" top: "y" '
+             'convolution_param { num_output: 2 kernel_size: 3 pad_h: 1 } }')
+    assert inferred(build(layer, x=np.zeros((1, 1, 6, 6)))) == (1, 2, 6, 4)
+
+
 def test_pool_mask_top_only_for_max():
     with pytest.raises(NetspecError, match="only MAX pooling has a second top"):
         build(pool_layer("AVE", (2, 2), (2, 2), (0, 0), tops=("y", "m")), x=np.zeros((1, 1, 4, 4)))
