@@ -307,11 +307,12 @@ class Pooling(Layer):
             if self.method == "MAX":
                 return f"F.adaptive_max_pool2d({x}, 1)"
             return f"{x}.mean((2, 3), keepdim=True)"
-        if self.plain and self.method == "MAX":
-            return f"F.max_pool2d({x}, {self.kernel}, {self.stride}, {self.pad}, ceil_mode={self.ceil})"
-        if self.plain:
-            return (f"F.avg_pool2d({x}, {self.kernel}, {self.stride}, {self.pad}, "
-                    f"ceil_mode={self.ceil}, count_include_pad=True)")
+        if self.plain:          # torch's stride defaults to the kernel: always written
+            args = f"{x}, {_terse(self.kernel)}, {_terse(self.stride)}"
+            args += (f", {_terse(self.pad)}" if any(self.pad) else "") + (", ceil_mode=True" if self.ceil else "")
+            if self.method == "MAX":
+                return f"F.max_pool2d({args})"
+            return f"F.avg_pool2d({args}, count_include_pad=True)"       # Caffe averages over the pad too
         extra = ("" if self.ceil else ", ceil=False") + (", mask=True" if self.num_tops() == 2 else "")
         return f"caffe_pool2d({x}, {self.method!r}, {self.kernel}, {self.stride}, {self.pad}{extra})"
 
