@@ -74,6 +74,14 @@ def test_check(capsys):
     assert code == 0 and "conv12" in out and "main_loss" in out
 
 
+def test_check_title_keeps_the_phase_behind_a_long_path(tmp_path, capsys):
+    deep = tmp_path / ("a_rather_long_folder_name_" * 3) / "deep_plain.prototxt"
+    deep.parent.mkdir()
+    deep.write_text((DIGITS / "deep_plain.prototxt").read_text())
+    code, out, _ = run(["check", deep, "--phase", "TEST"], capsys)
+    assert code == 0 and out.splitlines()[0] == f"net 'DigitsDeepPlain' ({deep}), phase TEST"
+
+
 def test_convert_writes_a_module_with_the_same_outputs(tmp_path, capsys):
     net = tiny_net(tmp_path)
     code, out, _ = run(["convert", net, "--phase", "TEST", "-o", tmp_path / "tiny.py"], capsys)

@@ -141,7 +141,7 @@ def format_lines(net: CheckedNet, label: str = "net", schedule: Schedule | None 
     if net.state.stages:
         title += f", stages {', '.join(net.state.stages)}"
     sources = gradient_sources(net, schedule) if schedule is not None else None
-    yield from [_cut(title, WIDTH), "",
+    yield from [title, "",          # whole: a cut title loses the phase behind a long path
                 f"{'layer':<20} {'type':<14} {'top shape':<18} {'params':>9} {'MACs':>7}  grads",
                 "-" * WIDTH]
     unknown = unknown_param_layers(net)
