@@ -74,6 +74,27 @@ def test_check(capsys):
     assert code == 0 and "conv12" in out and "main_loss" in out
 
 
+def test_check_table_cuts_nothing_that_tells_layers_or_losses_apart(tmp_path, capsys):
+    """Columns widen for long names and types, and the grads column (the last) names every
+    loss: cut to 80 columns, GoogLeNet's rows read 'L1 L2~' and two layers 'inception_3a/relu_1~'."""
+    losses = "".join(
+        f'layer {{ name: "head{i}/classifier_with_a_long_name" type: "InnerProduct" bottom: "x" '
+        f'top: "c{i}" inner_product_param {{ num_output: 3 }} }}\n'
+        f'layer {{ name: "loss{i}" type: "SoftmaxWithLoss" bottom: "c{i}" bottom: "label" top: "l{i}" }}\n'
+        for i in range(4))
+    net = tmp_path / "wide.prototxt"
+    net.write_text('layer { name: "data" type: "Input" top: "data" top: "label" input_param { '
+                   'shape { dim: 2 dim: 3 dim: 4 dim: 4 } shape { dim: 2 } } }\n'
+                   'layer { name: "trunk/relu_before_the_heads" type: "ReLU" bottom: "data" top: "x" }\n'
+                   + losses)
+    code, out, _ = run(["check", net], capsys)
+    rows = {line.split()[0]: line for line in out.splitlines() if line and not line.startswith(" ")}
+    assert code == 0 and rows["trunk/relu_before_the_heads"].endswith(" L1 L2 L3 L4")
+    assert rows["head3/classifier_with_a_long_name"].split()[1:3] == ["InnerProduct", "(2x3)"]
+    assert rows["loss0"].split()[1] == "SoftmaxWithLoss"
+    assert "~" not in out
+
+
 def test_check_title_keeps_the_phase_behind_a_long_path(tmp_path, capsys):
     deep = tmp_path / ("a_rather_long_folder_name_" * 3) / "deep_plain.prototxt"
     deep.parent.mkdir()

@@ -73,8 +73,7 @@ def human(n: float) -> str:
 
 
 def report_line(m: MemoryEstimate) -> str:
-    """The total, its parts, then Caffe's own figure (bytes of top blobs); each line fits
-    the 80 columns of the check table."""
+    """The total, its parts, then Caffe's own figure (bytes of top blobs), a short line each."""
     batch = f", batch {m.batch}" if m.batch is not None else ""
     grads = f", grads {human(m.grads)}" if m.phase == "TRAIN" else ""
     unknown = f"\n  ({m.unknown} blob(s) of unknown shape not counted)" if m.unknown else ""

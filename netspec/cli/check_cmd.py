@@ -29,8 +29,6 @@ from ..tools.macs import exit_lines, fmt_macs, net_macs
 from ..check import memory
 from .main import add_gpu_option, add_state_options, device_of, report
 
-WIDTH = 80
-
 
 def add_arguments(p) -> None:
     p.add_argument("file", help="a net (.prototxt) or solver file")
@@ -126,7 +124,8 @@ def _cut(text: str, n: int) -> str:
 
 
 def format_net(net: CheckedNet, label: str = "net", schedule: Schedule | None = None) -> str:
-    """The layer table, totals and loss list, fitting in 80 columns.
+    """The layer table, totals and loss list: 80 columns for names, types and shapes of usual
+    length, wider columns for longer ones, and nothing that tells layers or losses apart cut.
 
     With a ``schedule`` the grads column and the scopes follow its BP mode; without,
     they show each loss's gradient_scope as written.
@@ -141,25 +140,40 @@ def format_lines(net: CheckedNet, label: str = "net", schedule: Schedule | None 
     if net.state.stages:
         title += f", stages {', '.join(net.state.stages)}"
     sources = gradient_sources(net, schedule) if schedule is not None else None
+    name_w, type_w, shape_w = _column_widths(net)
+    width = name_w + type_w + shape_w + 28
     yield from [title, "",          # whole: a cut title loses the phase behind a long path
-                f"{'layer':<20} {'type':<14} {'top shape':<18} {'params':>9} {'MACs':>7}  grads",
-                "-" * WIDTH]
+                f"{'layer':<{name_w}} {'type':<{type_w}} {'top shape':<{shape_w}} {'params':>9} {'MACs':>7}  grads",
+                "-" * width]
     unknown = unknown_param_layers(net)
     macs = net_macs(net)
     for node in net.graph.layers():
-        tops = ", ".join(fmt_shape(net.shapes.get(b)).replace(", ", "x") for b in node.tops)
         reaching = net.losses_reaching(node.name) if sources is None else sources[node.name]
-        grads = " ".join(loss_ids[l] for l in reaching) or "-"
+        grads = " ".join(loss_ids[l] for l in reaching) or "-"      # last column: never cut
         params = net.params(node.name)
         params = "?" if node.name in unknown else params     # blobs whose shape needs an input's
-        yield (f"{_cut(node.name, 20):<20} {_cut(node.type, 14):<14} {_cut(tops or '-', 18):<18} "
-               f"{params if params else '-':>9} {_macs_cell(macs[node.name]):>7}  {_cut(grads, 6)}")
-        flow = f"{', '.join(map(str, node.bottoms)) or '(input)'} -> {', '.join(map(str, node.tops)) or '-'}"
-        yield "    " + _cut(flow, WIDTH - 4)
-    yield "-" * WIDTH
+        yield (f"{_cut(node.name, name_w):<{name_w}} {_cut(node.type, type_w):<{type_w}} "
+               f"{_cut(_tops_cell(net, node), shape_w):<{shape_w}} "
+               f"{params if params else '-':>9} {_macs_cell(macs[node.name]):>7}  {grads}")
+        yield f"    {', '.join(map(str, node.bottoms)) or '(input)'} -> {', '.join(map(str, node.tops)) or '-'}"
+    yield "-" * width
     yield from _total_lines(net, unknown)
     yield from exit_lines(net, macs)
     yield from _loss_lines(net, loss_ids, schedule)
+
+
+def _tops_cell(net: CheckedNet, node) -> str:
+    return ", ".join(fmt_shape(net.shapes.get(b)).replace(", ", "x") for b in node.tops) or "-"
+
+
+def _column_widths(net: CheckedNet) -> tuple[int, int, int]:
+    """Name, type and top-shape columns as wide as their longest entry (one pass, nothing
+    kept), at least the 80-column layout's and at most 40 (longer entries are cut)."""
+    name_w, type_w, shape_w = 20, 14, 18
+    for node in net.graph.layers():
+        name_w, type_w = max(name_w, len(node.name)), max(type_w, len(node.type))
+        shape_w = max(shape_w, len(_tops_cell(net, node)))
+    return min(name_w, 40), min(type_w, 40), min(shape_w, 40)
 
 
 def _macs_cell(macs: int | None) -> str:
@@ -187,8 +201,8 @@ def _total_lines(net: CheckedNet, unknown: list[str]) -> list[str]:
     give = " ".join(f"{b}=N,C,H,W" for b in inputs)
     return [f"{len(net.graph)} layers, parameters unknown ({len(unknown)} layer(s) need the shape of "
             f"input {', '.join(inputs) or '?'}{known})",
-            _cut(f"  give the shape with --input-shape {give}" if inputs else
-                 "  give the input shapes with --input-shape BLOB=N,C,H,W", WIDTH)]
+            f"  give the shape with --input-shape {give}" if inputs else
+            "  give the input shapes with --input-shape BLOB=N,C,H,W"]
 
 
 def _loss_lines(net: CheckedNet, loss_ids: dict, schedule: Schedule | None = None) -> list[str]:
@@ -200,16 +214,16 @@ def _loss_lines(net: CheckedNet, loss_ids: dict, schedule: Schedule | None = Non
         weights = ", ".join(f"{b.name} x {w:g}" for b, w in loss.tops)
         reach = schedule.reach.get(loss.layer, set()) if schedule is not None else loss.scope
         learn = sum(1 for n in reach if net.params(n))
-        out.append(_cut(f"  {loss_ids[loss.layer]} {loss.layer}: {weights}; gradient reaches "
-                        f"{len(reach)} layers ({learn} with parameters)", WIDTH))
+        out.append(f"  {loss_ids[loss.layer]} {loss.layer}: {weights}; gradient reaches "
+                   f"{len(reach)} layers ({learn} with parameters)")
         if loss.layer in notes:
-            out.append(_cut("     scope: " + notes[loss.layer], WIDTH))
+            out.append("     scope: " + notes[loss.layer])
         elif loss.stop_at or loss.max_depth:
             scope = []
             if loss.stop_at:
                 scope.append("stop_at " + ", ".join(loss.stop_at))
             if loss.max_depth:
                 scope.append(f"max_depth {loss.max_depth}")
-            out.append(_cut("     scope: " + "; ".join(scope), WIDTH))
+            out.append("     scope: " + "; ".join(scope))
     return out
 
