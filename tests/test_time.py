@@ -96,6 +96,21 @@ def test_statements_cache_dies_with_its_module(two_losses):
     assert cls() is None
 
 
+def test_text_table_keeps_long_layer_names_whole():
+    """Names longer than the usual 24 columns widen the column instead of being cut: cut to
+    24, 'inception_3a/relu_5x5_reduce' read 'inception_3a/relu_5x5_re'."""
+    from netspec.tools.timing import LayerTime, Timing, format_table
+    layers = [LayerTime("inception_3a/relu_5x5_reduce", "ReLU", 1.0, 2.0),
+              LayerTime("inception_3a/relu_5x5", "ReLU", 0.5, 0.25),
+              LayerTime("loss", "SigmoidCrossEntropyLoss", 0.125, 0.125)]
+    text = format_table(Timing("g", "cpu", 2, layers, 1.625, 2.375))
+    rows = text.splitlines()[2:7]
+    assert rows[2].startswith("inception_3a/relu_5x5_reduce ReLU ") and rows[3].startswith("inception_3a/relu_5x5 ")
+    assert "SigmoidCrossEntropyLoss" in rows[4]
+    assert len({len(r) for r in rows}) == 1                      # header, rule and rows aligned
+    assert text.splitlines()[8].split() == ["sum", "of", "layers", "1.625", "2.375", "4.000"]
+
+
 def test_time_net_reports_every_layer(tmp_path):
     net = checked(small_resnet(tmp_path))
     t = time_net(net, iterations=2, warmup=1)

@@ -388,14 +388,18 @@ def time_schedules(net: CheckedNet, solver, inputs: dict, device, iterations: in
 
 def format_table(t: Timing) -> str:
     """The text report, ``caffe time`` style."""
+    # as wide as the longest name and type (a cut name can read as another layer's)
+    name_w = max([24] + [len(l.layer) for l in t.layers])
+    type_w = max([18] + [len(l.type) for l in t.layers])
+    rule = "-" * (name_w + type_w + 34)
     lines = [f"net '{t.net}' on {t.device}, average over {t.iterations} iterations (ms)", "",
-             f"{'layer':<24} {'type':<18} {'forward':>10} {'backward':>10} {'fwd+bwd':>10}", "-" * 76]
+             f"{'layer':<{name_w}} {'type':<{type_w}} {'forward':>10} {'backward':>10} {'fwd+bwd':>10}", rule]
     for l in t.layers:
-        lines.append(f"{l.layer[:24]:<24} {l.type[:18]:<18} {l.forward_ms:>10.3f} {l.backward_ms:>10.3f} "
+        lines.append(f"{l.layer:<{name_w}} {l.type:<{type_w}} {l.forward_ms:>10.3f} {l.backward_ms:>10.3f} "
                      f"{l.total_ms:>10.3f}")
-    lines.append("-" * 76)
+    lines.append(rule)
     sf, sb = sum(l.forward_ms for l in t.layers), sum(l.backward_ms for l in t.layers)
-    lines.append(f"{'sum of layers':<43} {sf:>10.3f} {sb:>10.3f} {sf + sb:>10.3f}")
+    lines.append(f"{'sum of layers':<{name_w + type_w + 1}} {sf:>10.3f} {sb:>10.3f} {sf + sb:>10.3f}")
     lines += [f"Average Forward pass: {t.forward_ms:.3f} ms",
               f"Average Backward pass: {t.backward_ms:.3f} ms",
               f"Average Forward-Backward: {t.forward_backward_ms:.3f} ms"]
