@@ -76,7 +76,8 @@ def test_check(capsys):
 
 def test_check_table_cuts_nothing_that_tells_layers_or_losses_apart(tmp_path, capsys):
     """Columns widen for long names and types, and the grads column (the last) names every
-    loss: cut to 80 columns, GoogLeNet's rows read 'L1 L2~' and two layers 'inception_3a/relu_1~'."""
+    loss, consecutive ones as a range: cut to 80 columns, GoogLeNet's rows read 'L1 L2~' and
+    two of its layers 'inception_3a/relu_1~'."""
     losses = "".join(
         f'layer {{ name: "head{i}/classifier_with_a_long_name" type: "InnerProduct" bottom: "x" '
         f'top: "c{i}" inner_product_param {{ num_output: 3 }} }}\n'
@@ -89,10 +90,18 @@ def test_check_table_cuts_nothing_that_tells_layers_or_losses_apart(tmp_path, ca
                    + losses)
     code, out, _ = run(["check", net], capsys)
     rows = {line.split()[0]: line for line in out.splitlines() if line and not line.startswith(" ")}
-    assert code == 0 and rows["trunk/relu_before_the_heads"].endswith(" L1 L2 L3 L4")
+    assert code == 0 and rows["trunk/relu_before_the_heads"].endswith(" L1-L4")
+    assert rows["head2/classifier_with_a_long_name"].endswith(" L3")
     assert rows["head3/classifier_with_a_long_name"].split()[1:3] == ["InnerProduct", "(2x3)"]
     assert rows["loss0"].split()[1] == "SoftmaxWithLoss"
     assert "~" not in out
+
+
+@pytest.mark.parametrize("ids, cell", [([], "-"), ([2], "L2"), ([1, 2], "L1 L2"), ([1, 3], "L1 L3"),
+                                       ([1, 2, 3, 5], "L1-L3 L5"), ([2, 4, 5, 6, 7], "L2 L4-L7")])
+def test_grads_cell_writes_three_or_more_consecutive_losses_as_a_range(ids, cell):
+    from netspec.cli.check_cmd import _loss_set
+    assert _loss_set(ids) == cell
 
 
 def test_check_title_keeps_the_phase_behind_a_long_path(tmp_path, capsys):
@@ -100,7 +109,7 @@ def test_check_title_keeps_the_phase_behind_a_long_path(tmp_path, capsys):
     deep.parent.mkdir()
     deep.write_text((DIGITS / "deep_plain.prototxt").read_text())
     code, out, _ = run(["check", deep, "--phase", "TEST"], capsys)
-    assert code == 0 and out.splitlines()[0] == f"net 'DigitsDeepPlain' ({deep}), phase TEST"
+    assert code == 0 and out.splitlines()[:2] == ["net 'DigitsDeepPlain', phase TEST", f"  {deep}"]
 
 
 def test_convert_writes_a_module_with_the_same_outputs(tmp_path, capsys):

@@ -76,6 +76,8 @@ def test_check_prints_a_macs_column_and_each_exit(capsys):
     assert main(["check", str(DIGITS)]) == 0
     out = capsys.readouterr().out
     header = next(l for l in out.splitlines() if l.startswith("layer"))
-    assert "MACs" in header and max(len(l) for l in out.splitlines()) <= 80
+    lines = out.splitlines()
+    assert lines[1] == f"  {DIGITS}"                      # the path's own line: as long as it is
+    assert "MACs" in header and max(len(l) for l in lines[:1] + lines[2:]) <= 80
     assert "MACs per sample: 2.66 MMAC" in out
     assert "  exit1_loss: 304 KMAC, 11% of main; " in out and "  main_loss: 2.66 MMAC (main); " in out

@@ -125,7 +125,8 @@ def _cut(text: str, n: int) -> str:
 
 def format_net(net: CheckedNet, label: str = "net", schedule: Schedule | None = None) -> str:
     """The layer table, totals and loss list: 80 columns for names, types and shapes of usual
-    length, wider columns for longer ones, and nothing that tells layers or losses apart cut.
+    length and up to four losses, wider for longer ones; nothing is cut that tells layers or
+    losses apart (names, types and shapes over 40 characters excepted).
 
     With a ``schedule`` the grads column and the scopes follow its BP mode; without,
     they show each loss's gradient_scope as written.
@@ -135,31 +136,44 @@ def format_net(net: CheckedNet, label: str = "net", schedule: Schedule | None = 
 
 def format_lines(net: CheckedNet, label: str = "net", schedule: Schedule | None = None):
     """:func:`format_net`'s lines, one at a time."""
-    loss_ids = {l.layer: f"L{i + 1}" for i, l in enumerate(net.losses)}
-    title = f"{label} '{net.name}' ({net.source.path}), phase {net.state.phase_name}"
+    loss_ids = {l.layer: i + 1 for i, l in enumerate(net.losses)}
+    title = f"{label} '{net.name}', phase {net.state.phase_name}"
     if net.state.stages:
         title += f", stages {', '.join(net.state.stages)}"
     sources = gradient_sources(net, schedule) if schedule is not None else None
     name_w, type_w, shape_w = _column_widths(net)
-    width = name_w + type_w + shape_w + 28
-    yield from [title, "",          # whole: a cut title loses the phase behind a long path
-                f"{'layer':<{name_w}} {'type':<{type_w}} {'top shape':<{shape_w}} {'params':>9} {'MACs':>7}  grads",
-                "-" * width]
+    header = f"{'layer':<{name_w}} {'type':<{type_w}} {'top shape':<{shape_w}} {'params':>9} {'MACs':>7}  grads"
+    rule = "-" * max(80, len(header))
+    # the path on a line of its own: it is as long as it is, and cut it would hide the phase
+    yield from [title, f"  {net.source.path}", "", header, rule]
     unknown = unknown_param_layers(net)
     macs = net_macs(net)
     for node in net.graph.layers():
         reaching = net.losses_reaching(node.name) if sources is None else sources[node.name]
-        grads = " ".join(loss_ids[l] for l in reaching) or "-"      # last column: never cut
+        grads = _loss_set(sorted(loss_ids[l] for l in reaching))      # last column: never cut
         params = net.params(node.name)
         params = "?" if node.name in unknown else params     # blobs whose shape needs an input's
         yield (f"{_cut(node.name, name_w):<{name_w}} {_cut(node.type, type_w):<{type_w}} "
                f"{_cut(_tops_cell(net, node), shape_w):<{shape_w}} "
                f"{params if params else '-':>9} {_macs_cell(macs[node.name]):>7}  {grads}")
         yield f"    {', '.join(map(str, node.bottoms)) or '(input)'} -> {', '.join(map(str, node.tops)) or '-'}"
-    yield "-" * width
+    yield rule
     yield from _total_lines(net, unknown)
     yield from exit_lines(net, macs)
     yield from _loss_lines(net, loss_ids, schedule)
+
+
+def _loss_set(ids: list[int]) -> str:
+    """Loss numbers as L-labels, three or more consecutive ones as a range: 'L1-L4', 'L1 L3'."""
+    if not ids:
+        return "-"
+    runs, start = [], 0
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or ids[i] != ids[i - 1] + 1:
+            a, b = ids[start], ids[i - 1]
+            runs.append(f"L{a}-L{b}" if b - a >= 2 else " ".join(f"L{k}" for k in range(a, b + 1)))
+            start = i
+    return " ".join(runs)
 
 
 def _tops_cell(net: CheckedNet, node) -> str:
@@ -211,10 +225,13 @@ def _loss_lines(net: CheckedNet, loss_ids: dict, schedule: Schedule | None = Non
     out = ["", "losses:" if schedule is None else f"losses under {schedule.mode}:"]
     notes = scope_notes(net, schedule) if schedule is not None else {}
     for loss in net.losses:
-        weights = ", ".join(f"{b.name} x {w:g}" for b, w in loss.tops)
+        if [b.name for b, _ in loss.tops] == [loss.layer]:     # the usual top, named as its layer
+            what = f"{loss.layer} x {loss.tops[0][1]:g}"
+        else:
+            what = f"{loss.layer}: " + ", ".join(f"{b.name} x {w:g}" for b, w in loss.tops)
         reach = schedule.reach.get(loss.layer, set()) if schedule is not None else loss.scope
         learn = sum(1 for n in reach if net.params(n))
-        out.append(f"  {loss_ids[loss.layer]} {loss.layer}: {weights}; gradient reaches "
+        out.append(f"  L{loss_ids[loss.layer]} {what}; reaches "
                    f"{len(reach)} layers ({learn} with parameters)")
         if loss.layer in notes:
             out.append("     scope: " + notes[loss.layer])

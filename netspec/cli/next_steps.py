@@ -65,10 +65,12 @@ def format_exits(solver, outputs: dict) -> str:
         for node in net.graph.layers():
             if node.type == "Accuracy" and node.bottoms[0] == logits and node.tops[0].name in outputs:
                 accuracy[loss.layer] = outputs[node.tops[0].name]
-    rows = [f"{'exit':<20} {'test accuracy':>13} {'parameters':>12} {'MACs/sample':>12}"]
-    for e in exits(net):
+    found = exits(net)
+    w = max([20] + [len(e.name) for e in found])      # an exit is named by its loss layer: whole
+    rows = [f"{'exit':<{w}} {'test accuracy':>13} {'parameters':>12} {'MACs/sample':>12}"]
+    for e in found:
         acc = f"{100 * accuracy[e.name]:.2f}%" if e.name in accuracy else "-"
-        rows.append(f"{e.name[:20]:<20} {acc:>13} {e.params:>12,} {fmt_macs(e.macs, 'MAC'):>12}")
+        rows.append(f"{e.name:<{w}} {acc:>13} {e.params:>12,} {fmt_macs(e.macs, 'MAC'):>12}")
     return "\n".join(rows)
 
 
