@@ -13,6 +13,7 @@ dataset: an ImageNet LMDB at ``data/ilsvrc12_train_lmdb`` (Caffe's layout).
 """
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -107,4 +108,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # no options: --help prints the docstring instead of writing the files
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()

@@ -31,6 +31,7 @@ plain net up at lr >= 0.02), lr / 10 after 2/3 of 400 iterations.
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "models" / "digits"
@@ -159,4 +160,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # no options: --help prints the docstring instead of writing the files
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()

@@ -18,6 +18,7 @@ caffe_pb2.py and the schema disagree.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -84,4 +85,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    # no options: --help prints the docstring instead of writing the files
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     sys.exit(main())

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "models" / "relay"
@@ -108,4 +109,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # no options: --help prints the docstring instead of writing the files
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()

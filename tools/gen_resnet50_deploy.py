@@ -16,6 +16,7 @@ block (``res3a_branch2a``) and on ``_branch1``, not on the 3x3.  ``pool5`` AVE 7
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -84,4 +85,6 @@ def main(out: Path = ROOT / "models" / "resnet50" / "deploy.prototxt") -> Path:
 
 
 if __name__ == "__main__":
+    # no options: --help prints the docstring instead of writing the files
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     print(f"wrote {main().relative_to(ROOT)}")

@@ -15,6 +15,7 @@ option B) instead of the parameter-free zero-padding shortcut (option A) of the 
 ResNets, which Caffe has no layer for (+2,560 convolution weights; `netspec check` counts
 861,563 parameters with the four exits).
 """
+import argparse
 import sys
 from pathlib import Path
 
@@ -24,5 +25,7 @@ sys.path.insert(0, str(ROOT))     # run from a checkout
 from benchmarks.resnet56 import write_models  # noqa: E402
 
 if __name__ == "__main__":
+    # no options: --help prints the docstring instead of writing the files
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     for path in write_models():
         print(f"wrote {path.relative_to(ROOT)}")
