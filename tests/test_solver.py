@@ -119,12 +119,18 @@ def test_train_cli_logs_like_caffe_and_writes_jsonl(tmp_path, capsys):
     assert kinds.count("train") == 4 and "test" in kinds
 
 
-def test_gpu_without_cuda_fails_clearly(tmp_path, capsys):
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA device is present")
+def test_gpu_without_cuda_fails_clearly(tmp_path, capsys, monkeypatch):
+    """The error names what asked for the GPU: the solver file, or --gpu on the command line."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     path = write_solver(tmp_path, solver_mode="GPU")
     assert main(["train", "--solver", str(path)]) == 1
-    assert "no CUDA device is available" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the solver asks for the GPU (solver_mode: GPU" in err and "no CUDA device is available" in err
+    cpu = write_solver(tmp_path, solver_mode="CPU")
+    assert main(["train", "--solver", str(cpu), "--gpu", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "error[E0600]: --gpu 0 asks for CUDA but no CUDA device is available" in err
+    assert "run on the CPU with --gpu cpu" in err and "solver_mode" not in err
 
 
 def test_train_on_a_net_file_is_a_usage_error(capsys):

@@ -59,6 +59,9 @@ def pick_device(param, override: str | None = None) -> torch.device:
     if not want_gpu:
         return torch.device("cpu")
     if not torch.cuda.is_available():
+        if override is not None:                    # --gpu N said so, not the solver file
+            raise NetspecError([Diagnostic("E0600", f"--gpu {override} asks for CUDA but no CUDA device "
+                                           "is available", help=["run on the CPU with --gpu cpu"])])
         raise NetspecError([Diagnostic(
             "E0600", "the solver asks for the GPU (solver_mode: GPU, Caffe's default) but no CUDA "
             "device is available", help=["set `solver_mode: CPU` in the solver file, or pass --gpu cpu"])])
