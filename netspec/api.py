@@ -234,8 +234,14 @@ def _net_source(path):
         return path
     kind, src = load(path)
     if kind != "net":
+        from .check.solver import resolve_path
+        param = src[0]
+        named = param.net or param.train_net or next(iter(param.test_net), "")
+        found = resolve_path(named, str(path)) if named else None
+        hint = [f"pass the net it names instead: '{found or named}'"] if named else []
         raise NetspecError([Diagnostic("E0800", f"'{path}' is a solver file, not a net",
-                                       help=["use netspec.Solver(path) for solver files"])])
+                                       help=hint + ["netspec.Solver(path) and `netspec train --solver` "
+                                                    "take solver files"])])
     return src
 
 

@@ -104,6 +104,12 @@ def test_grads_cell_writes_three_or_more_consecutive_losses_as_a_range(ids, cell
     assert _loss_set(ids) == cell
 
 
+def test_test_given_a_solver_names_the_net_to_pass_instead(capsys):
+    code, _, err = run(["test", "--model", DIGITS / "solver_relay.prototxt", "--weights", "w.netspec"], capsys)
+    assert code == 1 and "'solver_relay.prototxt' is a solver file, not a net" in err.replace(str(DIGITS) + "/", "")
+    assert f"help: pass the net it names instead: '{DIGITS / 'deep_plain_relay.prototxt'}'" in err
+
+
 def test_check_title_keeps_the_phase_behind_a_long_path(tmp_path, capsys):
     deep = tmp_path / ("a_rather_long_folder_name_" * 3) / "deep_plain.prototxt"
     deep.parent.mkdir()
