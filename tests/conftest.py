@@ -1,4 +1,5 @@
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -25,7 +26,27 @@ def shared_path(*parts: str) -> Path:
 sys.path.insert(0, str(TESTS))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--shuffle", type=int, metavar="SEED", default=None,
+                     help="run the test files, and the tests in each, in an order drawn from SEED "
+                          "(finds tests that pass only after another; each file's tests stay together)")
+
+
+def _shuffle(items: list, seed: int) -> None:
+    rng = random.Random(seed)
+    files: dict[str, list] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+    order = list(files)
+    rng.shuffle(order)
+    for name in order:
+        rng.shuffle(files[name])
+    items[:] = [item for name in order for item in files[name]]
+
+
 def pytest_collection_modifyitems(config, items):
+    if config.getoption("--shuffle") is not None:
+        _shuffle(items, config.getoption("--shuffle"))
     try:
         import torch
         has_cuda = torch.cuda.is_available()
