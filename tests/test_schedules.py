@@ -267,8 +267,8 @@ def test_multiway_matches_algorithm_1_on_a_conv_net(order, shared):
 @pytest.mark.cuda
 @pytest.mark.parametrize("order, shared", [(("loss_aux", "loss"), True), (("loss", "loss_aux"), False)])
 def test_multiway_matches_algorithm_1_on_a_conv_net_on_cuda(order, shared):
-    """The same oracle (computed on the CPU) for an executor on the GPU: cuDNN's float64
-    kernels sum in another order, nothing more."""
+    """The same oracle (computed on the CPU) and tolerance for an executor on the GPU (not yet
+    run on one: no GPU has been available; see docs/benchmarks.md)."""
     check_conv_multiway_against_algorithm_1(order, shared, "cuda")
 
 
